@@ -1,0 +1,60 @@
+"""Per-model settings that only matter on Kubernetes (camelCase, as in Kubernetes objects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _K8sModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ResourceSettings(_K8sModel):
+    gpus: int = Field(default=0, ge=0, description="GPUs per replica.")
+    gpuResourceName: str = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    cpu: str | None = Field(default=None, description='CPU request, e.g. "2" or "500m".')
+    memory: str | None = Field(default=None, description='Memory request and limit, e.g. "16Gi".')
+    cpuLimit: str | None = Field(default=None, description="CPU limit; unset means none.")
+
+
+class EnvVar(_K8sModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    valueFrom: dict[str, Any] | None = Field(default=None, description="As in a container's env valueFrom.")
+
+
+class SecretKeyRef(_K8sModel):
+    name: str = Field(min_length=1, description="Secret name.")
+    key: str = Field(default="HF_TOKEN", description="Key inside the Secret.")
+
+
+class ModelCache(_K8sModel):
+    pvcName: str | None = Field(default=None, description="PersistentVolumeClaim holding the hub cache.")
+    mountPath: str = Field(default="/models", description="Where the cache is mounted; HF_HOME points here.")
+    sizeLimit: str | None = Field(default=None, description="emptyDir size limit when no PVC is named.")
+
+
+class KubernetesSettings(_K8sModel):
+    image: str | None = Field(default=None, description="Runtime image override.")
+    imagePullPolicy: str | None = Field(default=None, description="Always, IfNotPresent or Never.")
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    nodeSelector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    priorityClassName: str | None = None
+    minReplicas: int = Field(default=0, ge=0, description="Replicas kept when unloaded (0 = scale to zero).")
+    maxReplicas: int = Field(default=1, ge=1, description="Replicas when loaded.")
+    env: list[EnvVar] | None = None
+    modelCache: ModelCache | None = None
+    hfTokenSecret: SecretKeyRef | None = Field(default=None, description="Secret key exposed as HF_TOKEN.")
+    startupTimeoutSeconds: int = Field(
+        default=1800, ge=30, description="How long the pod may take to load weights before it is restarted."
+    )
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> KubernetesSettings:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError(f"minReplicas ({self.minReplicas}) exceeds maxReplicas ({self.maxReplicas})")
+        return self
