@@ -130,8 +130,10 @@ def _toml_model_to_entry(index: int, model: dict[str, Any]) -> tuple[str, dict[s
     selector_name = _TOML_KINDS[kind_name]
     entry: dict[str, Any] = {}
     quant = model.pop("quantization", None) or {}
-    if isinstance(quant, dict) and "in_situ_quant" in quant:
-        isq = str(quant["in_situ_quant"])
+    # mistral.rs names the field in_situ_quant in older docs and quant in current ones.
+    quant_key = next((k for k in ("in_situ_quant", "quant", "isq") if isinstance(quant, dict) and k in quant), None)
+    if quant_key is not None:
+        isq = str(quant[quant_key])
         # mistral.rs's TOML also takes a bare bit width ("4", "8").
         entry["in_situ_quant"] = {"2": "Q2K", "3": "Q3K", "4": "Q4K", "5": "Q5K", "6": "Q6K", "8": "Q8_0"}.get(isq, isq)
     for top in ("alias", "chat_template", "jinja_explicit", "num_device_layers", "ttl", "idle_timeout",

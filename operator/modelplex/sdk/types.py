@@ -1,0 +1,53 @@
+"""Request shapes for type checkers and editors; plain dicts at run time (OpenAI's field names)."""
+
+from __future__ import annotations
+
+from typing import Any, Required, TypedDict
+
+
+class ChatMessage(TypedDict, total=False):
+    role: Required[str]
+    content: Required[str | list[dict[str, Any]] | None]
+    name: str
+
+
+class ChatCompletionRequest(TypedDict, total=False):
+    """``ChatCompletionRequest(messages=[{"role": "user", "content": "Hi"}])`` builds the dict."""
+
+    messages: Required[list[ChatMessage]]
+    model: str
+    max_tokens: int
+    max_completion_tokens: int
+    temperature: float
+    top_p: float
+    stop: str | list[str]
+    seed: int
+    n: int
+    presence_penalty: float
+    frequency_penalty: float
+    logprobs: bool
+    top_logprobs: int
+    response_format: dict[str, Any]
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    stream_options: dict[str, Any]
+
+
+class CompletionRequest(TypedDict, total=False):
+    prompt: Required[str | list[str]]
+    model: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: str | list[str]
+    seed: int
+    n: int
+    echo: bool
+    logprobs: int
+
+
+class EmbeddingRequest(TypedDict, total=False):
+    input: Required[str | list[str]]
+    model: str
+    encoding_format: str
+    dimensions: int

@@ -1,0 +1,1 @@
+"""The modelplex router: one OpenAI-compatible endpoint in front of many models' runtimes."""

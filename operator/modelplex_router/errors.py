@@ -1,0 +1,63 @@
+"""Errors that become OpenAI-shaped HTTP answers ({"error": {"message", "type", "code"}})."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RouterError(Exception):
+    """An error with the HTTP status, OpenAI error type/code and headers it is answered with."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.code)
+
+
+class ModelNotFound(RouterError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class BadRequest(RouterError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class TooManyWaiting(RouterError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_waiting"
+
+
+class LoadWaitTimeout(RouterError):
+    status_code = 503
+    error_type = "server_error"
+    code = "model_loading"
+
+
+class LoadFailed(RouterError):
+    status_code = 503
+    error_type = "server_error"
+    code = "model_load_failed"
+
+
+class UpstreamError(RouterError):
+    status_code = 502
+    error_type = "server_error"
+    code = "runtime_unavailable"
+    retryable = False
+    """True when the request never reached the runtime (connection refused)."""
+
+
+def error_body(message: str, error_type: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}

@@ -1,0 +1,82 @@
+"""The model lifecycle as a pure transition function.
+
+    unloaded --load--> loading --ready--> loaded --unload--> draining --stopped--> unloaded
+                          |                  |
+                          +--load_failed--> failed (retryable: load again)
+                                             ^
+                          loaded --crashed---+
+
+Every side effect (starting processes, waiting, draining) happens in ``coordinator.py``; this module
+only says which moves are legal, so the rules can be tested without processes or an event loop.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ModelState(StrEnum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+class Event(StrEnum):
+    LOAD = "load"
+    READY = "ready"
+    LOAD_FAILED = "load_failed"
+    UNLOAD = "unload"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+class InvalidTransition(Exception):
+    def __init__(self, state: ModelState, event: Event) -> None:
+        super().__init__(f"event {event.value!r} is not allowed in state {state.value!r}")
+        self.state = state
+        self.event = event
+
+
+_TRANSITIONS: dict[tuple[ModelState, Event], ModelState] = {
+    (ModelState.UNLOADED, Event.LOAD): ModelState.LOADING,
+    (ModelState.FAILED, Event.LOAD): ModelState.LOADING,
+    (ModelState.LOADING, Event.READY): ModelState.LOADED,
+    (ModelState.LOADING, Event.LOAD_FAILED): ModelState.FAILED,
+    # Unloading a model that is still loading abandons the load.
+    (ModelState.LOADING, Event.UNLOAD): ModelState.DRAINING,
+    (ModelState.LOADED, Event.UNLOAD): ModelState.DRAINING,
+    (ModelState.LOADED, Event.CRASHED): ModelState.FAILED,
+    (ModelState.DRAINING, Event.STOPPED): ModelState.UNLOADED,
+    # A failed model has no runtime left; unloading it just clears the failure.
+    (ModelState.FAILED, Event.UNLOAD): ModelState.DRAINING,
+}
+
+
+def transition(state: ModelState, event: Event) -> ModelState:
+    """The state after ``event``; InvalidTransition when the event makes no sense in ``state``."""
+    try:
+        return _TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(state, event) from None
+
+
+def api_status(state: ModelState) -> str:
+    """The status word of the API (mistral.rs's vocabulary plus ``failed``).
+
+    A draining model reports ``unloaded``: the unload was accepted, only in-flight requests remain,
+    and a new request waits for the drain and then loads it again.
+    """
+    return {
+        ModelState.UNLOADED: "unloaded",
+        ModelState.LOADING: "reloading",
+        ModelState.LOADED: "loaded",
+        ModelState.DRAINING: "unloaded",
+        ModelState.FAILED: "failed",
+    }[state]
+
+
+def accepts_requests(state: ModelState) -> bool:
+    """Whether a request can be forwarded right now without waiting."""
+    return state is ModelState.LOADED

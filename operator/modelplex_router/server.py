@@ -1,0 +1,41 @@
+"""Run the router: build the backend named by the settings, the app, and serve it with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from modelplex_router.app import create_app
+from modelplex_router.backend import ModelBackend
+from modelplex_router.logs import configure_logging
+from modelplex_router.settings import RouterSettings
+from modelplex_spec import ModelplexConfig
+
+
+def build_backend(settings: RouterSettings) -> ModelBackend:
+    if settings.backend == "kubernetes":
+        # Imported only when asked for: the local default needs no Kubernetes client.
+        from modelplex_router.kube_backend import build_kube_backend
+
+        return build_kube_backend(settings)
+    from modelplex_router.local_backend import LocalProcessBackend
+
+    return LocalProcessBackend(settings.runtime_command, host=settings.runtime_host)
+
+
+def run(settings: RouterSettings, config: ModelplexConfig | None = None) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM; every runtime started is stopped on the way out."""
+    configure_logging(settings.log_level, settings.log_json)
+    if config is None and not settings.config_file and settings.backend == "kubernetes":
+        # On a cluster the models come from the MultiModel resources, not a file.
+        from modelplex_router.kube_backend import load_cluster_config
+
+        config = load_cluster_config(settings)
+    app = create_app(settings, build_backend(settings), config)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_grace_seconds) or None,
+    )

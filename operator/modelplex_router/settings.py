@@ -1,0 +1,60 @@
+"""The router's settings (environment variables prefixed ``MODELPLEX_ROUTER_``, or CLI flags)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_runtime_command() -> list[str]:
+    return [sys.executable, "-m", "modelplex_runtime"]
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPLEX_ROUTER_", extra="ignore")
+
+    config_file: str | None = Field(default=None, description="JSON or TOML multi-model config file.")
+    default_model_id: str | None = Field(
+        default=None, description="Default model (alias or pipeline name); the first model when unset."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the router listens on.")
+    port: int = Field(default=1234, ge=0, le=65535, description="Port the router listens on.")
+    backend: Literal["local", "kubernetes"] = Field(
+        default="local", description="local: each runtime is a process here; kubernetes: a Deployment each."
+    )
+    runtime_command: list[str] = Field(
+        default_factory=_default_runtime_command,
+        description="Command starting one runtime (local backend); the router appends its flags.",
+    )
+    runtime_host: str = Field(default="127.0.0.1", description="Address local runtimes bind to.")
+    max_wait_seconds: float = Field(
+        default=300.0, gt=0, description="How long a request waits for its model to load before a 503."
+    )
+    max_waiting_per_model: int = Field(
+        default=256, ge=1, description="Requests allowed to wait for one model's load; more get 429."
+    )
+    load_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="A load taking longer than this fails (and the runtime is stopped)."
+    )
+    drain_grace_seconds: float = Field(
+        default=30.0, ge=0, description="How long an unload waits for in-flight requests before cutting them."
+    )
+    stop_grace_seconds: float = Field(
+        default=10.0, ge=0, description="How long a runtime may take to exit after SIGTERM before SIGKILL."
+    )
+    loading_comment_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between ': loading' SSE comments sent to held streams."
+    )
+    retry_after_seconds: int = Field(
+        default=10, ge=1, description="Retry-After sent with 503 on a load wait."
+    )
+    monitor_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks for idle models and runtimes that died."
+    )
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="One JSON object per log line.")

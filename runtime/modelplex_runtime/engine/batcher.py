@@ -1,0 +1,243 @@
+"""Iteration-level (continuous) batching for a causal LM on one background thread.
+
+The thread owns the model. Each iteration it admits waiting requests (one batched, left-padded
+prefill), merges their KV cache into the running batch, then runs one decode forward for every
+active sequence. Finished and cancelled sequences leave the batch at once, and cache columns that
+only hold padding are trimmed. Results go out through per-request callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from modelplex_runtime.engine.sampling import make_generator, sample_batch
+from modelplex_runtime.engine_api import SamplingParams, TokenEvent
+from modelplex_runtime.textstream import TextStream
+
+log = logging.getLogger("modelplex_runtime.engine")
+
+
+@dataclass(eq=False)
+class Generation:
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[TokenEvent], None]
+    text: TextStream
+    generator: torch.Generator | None = None
+    out_ids: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    finished: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ContinuousBatcher:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        decode: Callable[[Sequence[int]], str],
+        eos_ids: set[int],
+        pad_id: int,
+        device: torch.device,
+        max_batch_size: int,
+        on_step: Callable[[int], None] | None = None,
+        threads_for: Callable[[int], int] | None = None,
+    ) -> None:
+        self.model = model
+        self.decode = decode
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.on_step = on_step
+        self.threads_for = threads_for
+        self._threads = 0
+        self._waiting: deque[Generation] = deque()
+        self._running: list[Generation] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self._thread.start()
+
+    # ---- called from the event loop ----
+    def submit(self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[TokenEvent], None]) -> Generation:
+        seq = Generation(list(prompt_ids), params, on_event, TextStream(self.decode, params.stop), make_generator(params))
+        with self._cv:
+            self._waiting.append(seq)
+            self._cv.notify()
+        return seq
+
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    def running(self) -> int:
+        return len(self._running)
+
+    def shutdown(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout=5)
+
+    # ---- the model thread ----
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and not self._waiting and not self._running:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                admitted: list[Generation] = []
+                while self._waiting and len(self._running) + len(admitted) < self.max_batch_size:
+                    seq = self._waiting.popleft()
+                    if not seq.cancelled:
+                        admitted.append(seq)
+            if self.threads_for is not None:
+                wanted = self.threads_for(len(self._running) + len(admitted))
+                if wanted != self._threads:
+                    torch.set_num_threads(wanted)
+                    self._threads = wanted
+            # a failed forward fails the sequences in it, never the thread: a bad prefill spares the running batch
+            if admitted:
+                try:
+                    with torch.inference_mode():
+                        self._prefill(admitted)
+                except Exception as exc:
+                    log.exception("prefill failed")
+                    self._fail([s for s in admitted if s not in self._running], exc)
+            if self._running:
+                try:
+                    with torch.inference_mode():
+                        self._decode_step()
+                except Exception as exc:
+                    log.exception("decode step failed")
+                    self._fail(self._running, exc)
+                    self._running, self._cache, self._mask = [], None, None
+
+    def _fail(self, seqs: list[Generation], exc: Exception) -> None:
+        for seq in seqs:
+            if not seq.finished:
+                seq.finished = True
+                seq.on_event(TokenEvent("", len(seq.out_ids), "error", error=f"{type(exc).__name__}: {exc}"))
+
+    def _prefill(self, seqs: list[Generation]) -> None:
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            n = len(s.prompt_ids)
+            ids[i, width - n :] = torch.tensor(s.prompt_ids, dtype=torch.long)
+            mask[i, width - n :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                         use_cache=True, logits_to_keep=1)
+        keep = self._accept(seqs, out.logits[:, -1, :])
+        if not keep:
+            return
+        if len(keep) < len(seqs):
+            index = torch.tensor(keep, device=self.device)
+            cache.batch_select_indices(index)
+            mask = mask[index]
+        self._merge(cache, mask, [seqs[i] for i in keep])
+
+    def _decode_step(self) -> None:
+        assert self._cache is not None and self._mask is not None
+        seqs = self._running
+        if self.on_step is not None:
+            self.on_step(len(seqs))
+        tokens = torch.tensor([[s.out_ids[-1]] for s in seqs], dtype=torch.long, device=self.device)
+        positions = self._mask.sum(-1, keepdim=True)
+        self._mask = torch.cat([self._mask, torch.ones((len(seqs), 1), dtype=torch.long, device=self.device)], dim=1)
+        out = self.model(input_ids=tokens, attention_mask=self._mask, position_ids=positions,
+                         cache=self._cache, use_cache=True)
+        keep = self._accept(seqs, out.logits[:, -1, :])
+        if len(keep) == len(seqs):
+            return
+        if not keep:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        self._running = [seqs[i] for i in keep]
+        self._trim_padding()
+
+    def _accept(self, seqs: list[Generation], logits: torch.Tensor) -> list[int]:
+        """Sample one token per sequence, report it, and return the indices still generating."""
+        tokens = sample_batch(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        keep: list[int] = []
+        for i, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
+            if seq.cancelled:
+                seq.finished = True
+                continue
+            finish: str | None = None
+            if tok in self.eos_ids and not seq.params.ignore_eos:
+                finish = "stop"
+            else:
+                seq.out_ids.append(tok)
+                delta = seq.text.update(seq.out_ids)
+                if seq.text.stopped:
+                    finish = "stop"
+                elif len(seq.out_ids) >= seq.params.max_tokens:
+                    finish = "length"
+                    delta += seq.text.flush(seq.out_ids)
+                if finish is None:
+                    if delta:
+                        seq.on_event(TokenEvent(delta, len(seq.out_ids)))
+                    keep.append(i)
+                    continue
+                seq.finished = True
+                seq.on_event(TokenEvent(delta, len(seq.out_ids), finish))
+                continue
+            seq.finished = True
+            seq.on_event(TokenEvent(seq.text.flush(seq.out_ids), len(seq.out_ids), finish))
+        return keep
+
+    def _merge(self, cache: DynamicCache, mask: torch.Tensor, seqs: list[Generation]) -> None:
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask, self._running = cache, mask, list(seqs)
+            return
+        old_len, new_len = self._mask.shape[1], mask.shape[1]
+        width = max(old_len, new_len)
+        for old_layer, new_layer in zip(self._cache.layers, cache.layers, strict=True):
+            old_layer.keys = torch.cat([_left_pad(old_layer.keys, width), _left_pad(new_layer.keys, width)], dim=0)
+            old_layer.values = torch.cat([_left_pad(old_layer.values, width), _left_pad(new_layer.values, width)], dim=0)
+        self._mask = torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(mask, width)], dim=0)
+        self._running.extend(seqs)
+
+    def _trim_padding(self) -> None:
+        assert self._cache is not None and self._mask is not None
+        used = self._mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else 0
+        if first > 0:
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[:, :, first:, :]
+                layer.values = layer.values[:, :, first:, :]
+            self._mask = self._mask[:, first:]
+
+
+def _left_pad(kv: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - kv.shape[2]
+    if missing <= 0:
+        return kv
+    pad = torch.zeros((kv.shape[0], kv.shape[1], missing, kv.shape[3]), dtype=kv.dtype, device=kv.device)
+    return torch.cat([pad, kv], dim=2)
+
+
+def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - mask.shape[1]
+    if missing <= 0:
+        return mask
+    return torch.cat([torch.zeros((mask.shape[0], missing), dtype=mask.dtype, device=mask.device), mask], dim=1)

@@ -1,0 +1,89 @@
+"""A causal LM (Plain or GGUF) behind the Engine interface: tokenizer + chat template + batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from modelplex_runtime.engine.batcher import ContinuousBatcher
+from modelplex_runtime.engine.loading import cpu_thread_policy
+from modelplex_runtime.engine_api import (
+    EngineOptions,
+    GenerationHandle,
+    ModelInfo,
+    SamplingParams,
+    TokenEvent,
+)
+from modelplex_runtime.errors import bad_request
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+class TextEngine:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
+                 options: EngineOptions) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self._batcher = ContinuousBatcher(
+            model,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            eos_ids=eos_token_ids(model, tokenizer),
+            pad_id=int(pad),
+            device=device,
+            max_batch_size=options.max_batch_size,
+            on_step=options.on_step,
+            threads_for=cpu_thread_policy(options.cpu_threads) if device.type == "cpu" else None,
+        )
+
+    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise bad_request("this model has no chat template; set chat_template in its entry or use /v1/completions")
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception as exc:  # jinja raises for templates that reject these messages (roles, order)
+            raise bad_request(f"the chat template rejected these messages: {exc}", param="messages") from exc
+
+    def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        # the rendered template already holds any BOS token
+        return self.tokenize_text(self.render_chat(messages, add_generation_prompt), add_special_tokens=False)
+
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        vocab = len(self.tokenizer)
+        bad = [i for i in ids if i < 0 or i >= vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams,
+                 on_event: Callable[[TokenEvent], None]) -> GenerationHandle:
+        return self._batcher.submit(prompt_ids, params, on_event)
+
+    def embed(self, texts: list[str], on_done: Callable[[Any], None]) -> None:
+        on_done(ValueError("this is not an embedding model"))
+
+    def queue_depth(self) -> int:
+        return self._batcher.queue_depth()
+
+    def running(self) -> int:
+        return self._batcher.running()
+
+    def shutdown(self) -> None:
+        self._batcher.shutdown()

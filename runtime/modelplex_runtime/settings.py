@@ -1,0 +1,53 @@
+"""Runtime settings: one pydantic-settings class, filled from flags (in __main__) or MODELPLEX_RUNTIME_* env vars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelplex_spec import ModelEntry
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPLEX_RUNTIME_", extra="ignore", protected_namespaces=())
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    model_json: str | None = Field(default=None, description="One model entry as JSON.")
+    model_file: str | None = Field(default=None, description="Path to a JSON file holding one model entry.")
+    served_model_name: str | None = Field(default=None, description="The model id served; defaults to the api_id.")
+    device: str = Field(default="auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
+    max_batch_size: int = Field(default=32, ge=1, description="Most sequences decoded together.")
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    allow_remote_images: bool = Field(default=False, description="Fetch http(s) image_url parts (off: data: URLs only).")
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def load_entry(self) -> ModelEntry:
+        """The model entry from model_json or model_file; ValueError with a readable reason."""
+        if self.model_json and self.model_file:
+            raise ValueError("give either --model-json or --model-file, not both")
+        if self.model_file:
+            try:
+                raw = Path(self.model_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read model file {self.model_file!r}: {exc.strerror or exc}") from exc
+        elif self.model_json:
+            raw = self.model_json
+        else:
+            raise ValueError("no model given: pass --model-json, --model-file or MODELPLEX_RUNTIME_MODEL_JSON")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the model entry is not valid JSON: {exc}") from exc
+        return ModelEntry.model_validate(data)
+
+    def served_name(self, entry: ModelEntry) -> str:
+        return self.served_model_name or entry.api_id

@@ -1,0 +1,1 @@
+"""Reusable test helpers (process management for integration tests)."""

@@ -1,0 +1,206 @@
+"""The router's Kubernetes backend against kmock's emulator, with the operator running for real.
+
+Chain under test: MultiModel -> operator creates Deployments (replicas 0) -> request to the router ->
+backend scales the Deployment to 1 -> (fake kubelet starts a real runtime process, reports ready) ->
+the request is served; unload -> replicas 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fake_kubelet import FakeKubelet, free_port
+from kopf_harness import DEPLOYMENTS, MM, eventually, running_operator
+
+from modelplex_router.app import create_app
+from modelplex_router.backend import BackendLoadError
+from modelplex_router.kube_backend import (
+    ANNOTATION_API_ID,
+    ANNOTATION_LAST_USED,
+    LABEL_MANAGED_BY,
+    LABEL_MULTIMODEL,
+    MANAGED_BY,
+    KubeBackend,
+    KubeBackendSettings,
+    config_from_multimodels,
+    pod_problem,
+)
+from modelplex_router.settings import RouterSettings
+from modelplex_spec import ConfigError
+
+pytestmark = pytest.mark.integration
+NS = "models"
+
+
+def multimodel(name: str, models: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplex.dev/v1alpha1", "kind": "MultiModel",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"},
+        "spec": {"models": models, **spec},
+    }
+
+
+MODELS = {
+    "tiny": {"Plain": {"model_id": "org/tiny"}, "alias": "tiny"},
+    "other": {"Plain": {"model_id": "org/other"}, "alias": "other"},
+}
+
+
+def replicas(cluster: Any, name: str) -> int:
+    return int(cluster.objects[DEPLOYMENTS, NS, name].raw["spec"].get("replicas") or 0)
+
+
+@contextlib.asynccontextmanager
+async def serving_router(backend: KubeBackend) -> AsyncIterator[str]:
+    config = await backend.load_config()
+    settings = RouterSettings(backend="kubernetes", monitor_interval=0.2, max_wait_seconds=60,
+                              load_timeout_seconds=60, drain_grace_seconds=2, stop_grace_seconds=5, log_json=False)
+    app = create_app(settings, backend, config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, 20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture()
+async def deployed(cluster: Any) -> AsyncIterator[dict[str, int]]:
+    """The operator has turned the MultiModel into Deployments; ports for their runtimes are chosen."""
+    cluster.objects[MM, NS, "demo"] = multimodel("demo", MODELS, defaultModelId="tiny")
+    async with running_operator(str(cluster.url)):
+        await eventually(lambda: all((DEPLOYMENTS, NS, f"demo-{m}") in cluster.objects for m in MODELS))
+        yield {f"demo-{m}": free_port() for m in MODELS}
+
+
+def backend_for(cluster: Any, ports: dict[str, int], **kw: Any) -> KubeBackend:
+    return KubeBackend(KubeBackendSettings(
+        namespace=NS, multimodel="demo", api_url=str(cluster.url), poll_interval=0.1,
+        service_urls={m: f"http://127.0.0.1:{ports[f'demo-{m}']}" for m in MODELS}, **kw))
+
+
+async def test_request_scales_up_holds_until_ready_and_unload_scales_to_zero(
+    cluster: Any, deployed: dict[str, int]
+) -> None:
+    assert replicas(cluster, "demo-tiny") == 0
+    backend = backend_for(cluster, deployed, pod_name="router-0")
+    async with FakeKubelet(cluster, DEPLOYMENTS, NS, deployed) as kubelet, serving_router(backend) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            models = (await client.get("/v1/models")).json()
+            assert [m["id"] for m in models["data"]] == ["default", "tiny", "other"]
+
+            # Held while the Deployment scales up and the runtime loads, then served.
+            resp = await client.post("/v1/chat/completions",
+                                     json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]})
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["choices"][0]["message"]["content"] == "t0 t1 t2 t3 t4"
+            assert replicas(cluster, "demo-tiny") == 1 and replicas(cluster, "demo-other") == 0
+            assert kubelet.starts == ["demo-tiny"]
+            annotations = cluster.objects[DEPLOYMENTS, NS, "demo-tiny"].raw["metadata"]["annotations"]
+            assert annotations[ANNOTATION_LAST_USED].endswith(" router-0")
+            assert await backend.cluster_last_used("tiny") is not None
+            # The operator sees the same Deployment become ready.
+            await eventually(lambda: cluster.objects[MM, NS, "demo"].raw["status"]["models"]["tiny"]["state"] == "loaded")
+
+            resp = await client.post("/v1/models/unload", json={"model_id": "tiny"})
+            assert resp.status_code == 200 and resp.json()["status"] == "unloaded"
+            assert replicas(cluster, "demo-tiny") == 0
+            await eventually(lambda: "demo-tiny" not in kubelet.processes)
+            await eventually(lambda: cluster.objects[MM, NS, "demo"].raw["status"]["models"]["tiny"]["state"] == "unloaded")
+
+            # The default model, from scale zero again.
+            resp = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            assert resp.status_code == 200 and resp.json()["model"] == "tiny"
+            assert replicas(cluster, "demo-tiny") == 1 and kubelet.starts == ["demo-tiny", "demo-tiny"]
+
+
+async def test_scaling_is_idempotent_across_router_replicas(cluster: Any, deployed: dict[str, int]) -> None:
+    a, b = backend_for(cluster, deployed), backend_for(cluster, deployed)
+    try:
+        entry = (await a.load_config()).by_api_id()["other"]
+        await asyncio.gather(a.ensure_started("other", entry), b.ensure_started("other", entry),
+                             a.ensure_started("other", entry))
+        assert replicas(cluster, "demo-other") == 1
+        obs = await b.observe("other")
+        assert obs.running and not obs.ready and obs.url == f"http://127.0.0.1:{deployed['demo-other']}"
+        await asyncio.gather(a.stop("other", 0), b.stop("other", 0))
+        assert replicas(cluster, "demo-other") == 0
+        assert not (await a.observe("other")).running
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_load_failures_give_reasons(cluster: Any, deployed: dict[str, int]) -> None:
+    backend = backend_for(cluster, deployed)
+    try:
+        entry = (await backend.load_config()).by_api_id()["other"]
+        await backend.ensure_started("other", entry)
+        with pytest.raises(BackendLoadError, match="not ready after 0s"):
+            await backend.wait_ready("other", 0)
+        cluster.objects[DEPLOYMENTS, NS, "demo-other"].patch({"status": {"conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": "ReplicaSet has timed out progressing."}]}})
+        with pytest.raises(BackendLoadError, match="timed out progressing"):
+            await backend.wait_ready("other", 5)
+        with pytest.raises(BackendLoadError, match="no Deployment for model 'ghost'"):
+            await backend.ensure_started("ghost", entry)
+    finally:
+        await backend.close()
+
+
+def test_config_from_multimodels_merges_a_namespace_and_rejects_clashes() -> None:
+    a = multimodel("a", {"x": {"Plain": {"model_id": "org/x"}}}, defaultModelId="org/x")
+    b = multimodel("b", {"y": {"Embedding": {"model_id": "org/y"}, "alias": "y", "pinned": None}})
+    config, owners = config_from_multimodels([b, a])
+    assert [m.entry.api_id for m in config.models] == ["org/x", "y"] and config.default_model_id == "org/x"
+    assert owners == {"org/x": "a", "y": "b"}
+    clash = multimodel("c", {"z": {"Plain": {"model_id": "org/x"}}})
+    with pytest.raises(ConfigError, match="both use the API id 'org/x'"):
+        config_from_multimodels([a, clash])
+
+
+def test_pod_problem_names_what_blocks_the_pods() -> None:
+    pods = [{"metadata": {"name": "demo-tiny-abc"}, "status": {"containerStatuses": [
+        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}}]}}]
+    assert pod_problem(pods) == "pod demo-tiny-abc: ImagePullBackOff: pull access denied"
+    assert pod_problem([{"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"waiting": {"reason": "ContainerCreating"}}}]}}]) is None
+
+
+def test_router_and_operator_agree_on_labels_and_annotations() -> None:
+    from modelplex_operator import naming
+
+    assert (LABEL_MANAGED_BY, MANAGED_BY, LABEL_MULTIMODEL, ANNOTATION_API_ID, ANNOTATION_LAST_USED) == (
+        naming.LABEL_MANAGED_BY, naming.MANAGED_BY, naming.LABEL_MULTIMODEL, naming.ANNOTATION_API_ID,
+        naming.ANNOTATION_LAST_USED)
+
+
+async def test_load_cluster_config_reads_the_multimodel_before_the_router_starts(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelplex_router.kube_backend import build_kube_backend, load_cluster_config
+
+    cluster.objects[MM, NS, "demo"] = multimodel("demo", MODELS, defaultModelId="other")
+    monkeypatch.setenv("MODELPLEX_ROUTER_KUBE_NAMESPACE", NS)
+    monkeypatch.setenv("MODELPLEX_ROUTER_KUBE_MULTIMODEL", "demo")
+    monkeypatch.setenv("MODELPLEX_ROUTER_KUBE_API_URL", str(cluster.url))
+    monkeypatch.setenv("MODELPLEX_ROUTER_KUBE_SERVICE_URLS", '{"tiny": "http://127.0.0.1:9"}')
+    settings = RouterSettings(backend="kubernetes")
+    # Runs its own event loop, as it does in the router's main() before uvicorn starts.
+    config = await asyncio.to_thread(load_cluster_config, settings)
+    assert [m.entry.api_id for m in config.models] == ["tiny", "other"]
+    assert config.default_model_id == "other"
+    backend = build_kube_backend(settings)
+    assert backend.settings.namespace == NS and backend.url_for("tiny", "demo-tiny") == "http://127.0.0.1:9"
+    assert backend.url_for("other", "demo-other") == f"http://demo-other.{NS}.svc:8000"
+    await backend.close()

@@ -1,0 +1,92 @@
+"""Readiness while loading, a failed load, and SIGTERM draining."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from helpers.runtime_process import launch_runtime
+from modelplex_runtime.app import RuntimeDeps, create_app
+from modelplex_runtime.engine_api import Engine, EngineOptions
+from modelplex_runtime.settings import RuntimeSettings
+from modelplex_spec import ModelEntry
+
+
+def test_ready_is_503_while_loading_then_reports_the_load_error() -> None:
+    release = threading.Event()
+    fatal: list[str] = []
+
+    def slow_failing_loader(entry: ModelEntry, options: EngineOptions) -> Engine:
+        release.wait(10)
+        raise ValueError("weights are corrupt")
+
+    entry = ModelEntry.model_validate({"Plain": {"model_id": "org/model"}})
+    app = create_app(RuntimeSettings(), entry, RuntimeDeps(load_engine=slow_failing_loader, on_fatal=fatal.append))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "loading" in ready.json()["error"]["message"]
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 503 and chat.json()["error"]["code"] == "model_not_ready"
+        assert client.get("/v1/models").json()["data"][0]["id"] == "org/model"
+        release.set()
+        for _ in range(100):
+            if fatal:
+                break
+            threading.Event().wait(0.05)
+        assert fatal == ["weights are corrupt"]
+        failed = client.get("/ready")
+        assert failed.status_code == 503 and "weights are corrupt" in failed.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_failed_load_exits_nonzero_with_one_clear_line(tmp_path: Path) -> None:
+    rt = launch_runtime({"Plain": {"model_id": str(tmp_path / "missing-model")}})
+    try:
+        code = rt.proc.wait(timeout=120)
+        logs = rt.logs()
+    finally:
+        rt.stop()
+    assert code != 0
+    reason = [line for line in logs.splitlines() if line.startswith("modelplex-runtime: failed to load model")]
+    assert len(reason) == 1 and "missing-model" in reason[0]
+
+
+@pytest.mark.integration
+def test_invalid_entry_exits_with_usage_error() -> None:
+    rt = launch_runtime({"DiffusionPlain": {"model_id": "x"}})
+    code = rt.proc.wait(timeout=60)
+    logs = rt.logs()
+    rt.stop()
+    assert code == 2
+    assert "DiffusionPlain" in logs and "Plain" in logs
+
+
+@pytest.mark.integration
+def test_sigterm_lets_inflight_request_finish_and_exits_zero(tiny_llama_dir: Path) -> None:
+    rt = launch_runtime({"Plain": {"model_id": str(tiny_llama_dir)}})
+    try:
+        rt.wait_ready()
+        result: dict[str, httpx.Response] = {}
+
+        def call() -> None:
+            result["r"] = httpx.post(rt.url + "/v1/completions", timeout=60,
+                                     json={"prompt": "Hi", "max_tokens": 200, "ignore_eos": True, "temperature": 0})
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        for _ in range(200):  # wait until the request is being generated
+            if "modelplex_runtime_running_requests 1.0" in httpx.get(rt.url + "/metrics").text:
+                break
+            threading.Event().wait(0.02)
+        code = rt.terminate(timeout=60)
+        worker.join(60)
+        assert code == 0
+        assert result["r"].status_code == 200
+        assert result["r"].json()["usage"]["completion_tokens"] == 200
+    finally:
+        rt.stop()

@@ -1,0 +1,235 @@
+"""A real runtime process serving the tiny Llama, driven by the openai client and httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import httpx
+import openai
+import pytest
+
+from helpers.runtime_process import RuntimeProcess
+
+pytestmark = pytest.mark.integration
+
+
+def client(rt: RuntimeProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=rt.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_completion_with_openai_client(llama_runtime: RuntimeProcess) -> None:
+    resp = client(llama_runtime).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Hello!"}], max_tokens=7, temperature=0
+    )
+    assert resp.model == "tiny-chat"
+    choice = resp.choices[0]
+    assert choice.message.role == "assistant"
+    assert isinstance(choice.message.content, str)
+    assert resp.usage is not None
+    assert resp.usage.completion_tokens <= 7
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    assert choice.finish_reason == ("length" if resp.usage.completion_tokens == 7 else "stop")
+
+
+def test_prompt_tokens_match_tokenize(llama_runtime: RuntimeProcess) -> None:
+    messages = [{"role": "user", "content": "The quick brown fox"}]
+    tok = httpx.post(llama_runtime.url + "/tokenize", json={"messages": messages}).json()
+    resp = client(llama_runtime).chat.completions.create(model="default", messages=messages, max_tokens=2)
+    assert resp.usage is not None and resp.usage.prompt_tokens == tok["count"] == len(tok["tokens"])
+    assert tok["max_model_len"] == 2048
+
+
+def test_streaming_chat_ends_with_usage(llama_runtime: RuntimeProcess) -> None:
+    stream = client(llama_runtime).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=12, stream=True,
+        stream_options={"include_usage": True}, temperature=0.8, seed=3,
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishes) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens == 12 or finishes == ["stop"]
+    plain = client(llama_runtime).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=12, temperature=0.8, seed=3
+    )
+    assert plain.choices[0].message.content == text  # same seed, same tokens, streamed or not
+
+
+def test_raw_sse_stream_ends_with_done(llama_runtime: RuntimeProcess) -> None:
+    with httpx.stream("POST", llama_runtime.url + "/v1/completions",
+                      json={"prompt": "Hello", "max_tokens": 4, "stream": True}) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in resp.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    payloads = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert all(p["object"] == "text_completion" for p in payloads)
+    assert payloads[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_completions_and_seeded_sampling(llama_runtime: RuntimeProcess) -> None:
+    c = client(llama_runtime)
+    a = c.completions.create(model="tiny-chat", prompt="Models are", max_tokens=10, temperature=1.0, top_p=0.9, seed=42)
+    b = c.completions.create(model="tiny-chat", prompt="Models are", max_tokens=10, temperature=1.0, top_p=0.9, seed=42)
+    assert a.choices[0].text == b.choices[0].text
+    assert a.object == "text_completion"
+    default_len = c.completions.create(model="tiny-chat", prompt="Models are", temperature=0)
+    assert default_len.usage is not None and default_len.usage.completion_tokens <= 16
+
+
+def test_stop_string_cuts_text(llama_runtime: RuntimeProcess) -> None:
+    c = client(llama_runtime)
+    full = c.completions.create(model="tiny-chat", prompt="Hello", max_tokens=30, temperature=0, extra_body={"ignore_eos": True})
+    text = full.choices[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    assert stop.strip()
+    cut = c.completions.create(model="tiny-chat", prompt="Hello", max_tokens=30, temperature=0, stop=[stop],
+                               extra_body={"ignore_eos": True})
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == text[: text.index(stop)]
+
+
+def test_concurrent_requests_are_batched(llama_runtime: RuntimeProcess) -> None:
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=llama_runtime.url, timeout=60) as ac:
+            reqs = [ac.post("/v1/completions", json={"prompt": f"Hello {i}", "max_tokens": 24, "temperature": 0,
+                                                     "ignore_eos": True}) for i in range(8)]
+            return await asyncio.gather(*reqs)
+
+    responses = asyncio.run(run())
+    assert all(r.status_code == 200 for r in responses)
+    assert all(r.json()["usage"]["completion_tokens"] == 24 for r in responses)
+    metrics = httpx.get(llama_runtime.url + "/metrics").text
+    count = _metric(metrics, "modelplex_runtime_batch_size_count")
+    single = _metric(metrics, 'modelplex_runtime_batch_size_bucket{le="1.0"}')
+    assert count > single  # some decode steps ran more than one sequence
+
+
+def test_client_disconnect_stops_generation(llama_runtime: RuntimeProcess) -> None:
+    url = llama_runtime.url
+    before = _metric(httpx.get(url + "/metrics").text, "modelplex_runtime_cancelled_requests_total")
+    with httpx.stream("POST", url + "/v1/completions",
+                      json={"prompt": "Hi", "max_tokens": 2000, "stream": True, "ignore_eos": True}) as resp:
+        for i, _ in enumerate(resp.iter_lines()):
+            if i > 3:
+                break
+
+    def stopped() -> bool:
+        text = httpx.get(url + "/metrics").text
+        return (_metric(text, "modelplex_runtime_cancelled_requests_total") == before + 1
+                and _metric(text, "modelplex_runtime_running_requests") == 0)
+
+    assert _wait_for(stopped)
+
+
+def test_non_streaming_disconnect_stops_generation(llama_runtime: RuntimeProcess) -> None:
+    url = llama_runtime.url
+    before = _metric(httpx.get(url + "/metrics").text, "modelplex_runtime_cancelled_requests_total")
+    body = json.dumps({"prompt": "Hi", "max_tokens": 2000, "ignore_eos": True}).encode()
+    with socket.create_connection(("127.0.0.1", llama_runtime.port)) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert _wait_for(lambda: _metric(httpx.get(url + "/metrics").text, "modelplex_runtime_running_requests") == 1)
+    assert _wait_for(lambda: _metric(httpx.get(url + "/metrics").text,
+                                     "modelplex_runtime_cancelled_requests_total") == before + 1)
+    assert _wait_for(lambda: _metric(httpx.get(url + "/metrics").text, "modelplex_runtime_running_requests") == 0)
+
+
+def test_errors_are_openai_shaped(llama_runtime: RuntimeProcess) -> None:
+    url = llama_runtime.url
+    chat = url + "/v1/chat/completions"
+    msgs = [{"role": "user", "content": "hi"}]
+
+    r = httpx.post(chat, json={"messages": msgs, "max_tokens": "many"})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "max_tokens"
+
+    r = httpx.post(chat, json={"messages": msgs, "max_tokens": 2, "some_future_field": {"x": 1}})
+    assert r.status_code == 200
+
+    r = httpx.post(chat, json={"model": "gpt-4", "messages": msgs})
+    assert r.status_code == 404 and "tiny-chat" in r.json()["error"]["message"]
+
+    r = httpx.post(chat, json={"messages": msgs, "n": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+    r = httpx.post(chat, json={"messages": msgs, "max_tokens": 5000})
+    assert r.status_code == 400
+    assert "2048" in r.json()["error"]["message"] and "5000" in r.json()["error"]["message"]
+
+    long_prompt = "fox " * 3000
+    r = httpx.post(url + "/v1/completions", json={"prompt": long_prompt})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert "2048" in r.json()["error"]["message"]
+
+    r = httpx.post(url + "/v1/completions", json={"prompt": [5, 10**7], "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(url + "/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 3
+
+    r = httpx.post(chat, content=b"x" * 70000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "65536" in r.json()["error"]["message"]
+
+    r = httpx.post(chat, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+    r = httpx.post(url + "/v1/embeddings", json={"input": "hello"})
+    assert r.status_code == 400 and "Plain" in r.json()["error"]["message"]
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    r = httpx.post(chat, json={"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}]})
+    assert r.status_code == 400 and "image" in r.json()["error"]["message"]
+
+    r = httpx.get(url + "/nope")
+    assert r.status_code == 404 and "error" in r.json()
+
+    with pytest.raises(openai.BadRequestError):
+        client(llama_runtime).chat.completions.create(model="tiny-chat", messages=msgs, temperature=7)
+    assert httpx.get(url + "/health").status_code == 200  # still alive
+
+
+def test_tokenize_detokenize_models_metrics(llama_runtime: RuntimeProcess) -> None:
+    url = llama_runtime.url
+    tok = httpx.post(url + "/tokenize", json={"text": "Hello world", "add_special_tokens": False}).json()
+    assert tok["count"] == len(tok["tokens"]) > 0
+    assert httpx.post(url + "/detokenize", json={"tokens": tok["tokens"]}).json() == {"text": "Hello world"}
+    assert httpx.post(url + "/detokenize", json={"tokens": [10**9]}).status_code == 400
+
+    models = httpx.get(url + "/v1/models").json()
+    assert models["object"] == "list"
+    card = models["data"][0]
+    assert card["id"] == "tiny-chat" and card["kind"] == "Plain" and card["max_model_len"] == 2048
+    assert card["owned_by"] == "modelplex"
+    listed = client(llama_runtime).models.list()
+    assert [m.id for m in listed] == ["tiny-chat"]
+
+    ready = httpx.get(url + "/ready").json()
+    assert ready["status"] == "ready" and ready["load_seconds"] > 0
+
+    metrics = httpx.get(url + "/metrics").text
+    for name in ("modelplex_runtime_requests_total", "modelplex_runtime_prompt_tokens_total",
+                 "modelplex_runtime_generation_tokens_total", "modelplex_runtime_time_to_first_token_seconds",
+                 "modelplex_runtime_time_per_output_token_seconds", "modelplex_runtime_queue_depth",
+                 "modelplex_runtime_model_load_seconds"):
+        assert name in metrics
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or (line.startswith(name) and "{" in name and line.split(" ")[0] == name):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not found")
+
+
+def _wait_for(check: object, timeout: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
