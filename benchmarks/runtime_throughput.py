@@ -101,9 +101,11 @@ class Offline:
         return len(prompts) * self.max_tokens / elapsed
 
 
-async def _one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> tuple[float, int]:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+async def _one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int,
+                       extra: dict[str, Any] | None = None) -> tuple[float, int]:
+    # peers without ``ignore_eos`` (transformers serve) pass extra={} and are credited the tokens they report
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}, **({"ignore_eos": True} if extra is None else extra)}
     started = time.perf_counter()
     ttft = None
     tokens = 0
@@ -120,7 +122,8 @@ async def _one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) 
     return (ttft if ttft is not None else time.perf_counter() - started), tokens
 
 
-async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
+async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens: int,
+                     extra: dict[str, Any] | None = None) -> dict[str, float]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for p in prompts:
         queue.put_nowait(p)
@@ -130,13 +133,13 @@ async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens:
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal total
         while not queue.empty():
-            ttft, n = await _one_request(client, queue.get_nowait(), max_tokens)
+            ttft, n = await _one_request(client, queue.get_nowait(), max_tokens, extra)
             ttfts.append(ttft)
             total += n
 
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        await _one_request(client, prompts[0], 2)  # warm-up
+        await _one_request(client, prompts[0], 2, extra)  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started

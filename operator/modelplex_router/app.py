@@ -19,7 +19,7 @@ from modelplex_router.backend import ModelBackend
 from modelplex_router.errors import BadRequest, RouterError, UpstreamError, error_body
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.proxy import Forwarder
-from modelplex_router.router import ModelRouter
+from modelplex_router.router import CatalogSource, ModelRouter
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelplexConfig, load_config_file
 
@@ -46,15 +46,22 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 
 def create_app(
-    settings: RouterSettings, backend: ModelBackend, config: ModelplexConfig | None = None
+    settings: RouterSettings,
+    backend: ModelBackend,
+    config: ModelplexConfig | None = None,
+    catalog_source: CatalogSource | None = None,
 ) -> FastAPI:
-    """Build the app; ``config`` defaults to ``settings.config_file`` (ConfigError when invalid)."""
+    """Build the app; ``config`` defaults to ``settings.config_file`` (ConfigError when invalid).
+
+    With ``catalog_source`` (Kubernetes: the MultiModels) the models are re-read every
+    ``settings.catalog_refresh_seconds`` and added, removed or changed while the router runs.
+    """
     if config is None:
         if not settings.config_file:
             raise ValueError("no models: give a config or settings.config_file")
         config = load_config_file(settings.config_file, settings.default_model_id)
     metrics = RouterMetrics()
-    router = ModelRouter(config, backend, settings, metrics)
+    router = ModelRouter(config, backend, settings, metrics, catalog_source)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=None, pool=None),
         limits=httpx.Limits(

@@ -26,6 +26,11 @@ in ``kube_backend.py``):
   Kubernetes) and is used by the router's monitor to notice a runtime that died while loaded.
 * ``close`` stops every runtime the backend started (local) or releases clients (Kubernetes; there the
   Deployments outlive the router, so ``close`` must NOT scale them down).
+
+Optional capability, for backends shared by several router replicas (Kubernetes): ``UsageRecorder``.
+Its ``note_used`` records that this replica used a model, for the others to see; the shared record
+comes back in ``BackendObservation.last_used``, so a replica does not idle-unload a model another one
+is still serving. Backends without it (local: one router owns its runtimes) leave ``last_used`` None.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ class BackendObservation:
     """Base URL of the runtime when running."""
     memory_bytes: int | None = None
     """Resident memory of the runtime when the backend can tell cheaply (local: process RSS)."""
+    last_used: float | None = None
+    """The latest time (epoch seconds) any router replica may have used the model, from the record
+    shared through ``UsageRecorder.note_used``; None when the backend keeps no shared record."""
 
 
 @runtime_checkable
@@ -80,4 +88,14 @@ class ModelBackend(Protocol):
 
     async def close(self) -> None:
         """Release the backend; the local backend stops every runtime it started."""
+        ...
+
+
+@runtime_checkable
+class UsageRecorder(Protocol):
+    """Optional: a backend that shares "last used" between router replicas (see the module docstring)."""
+
+    async def note_used(self, api_id: str) -> None:
+        """Record a use of the model for every replica to see. Cheap when called often: the backend
+        throttles the writes itself, and ``BackendObservation.last_used`` allows for that throttle."""
         ...

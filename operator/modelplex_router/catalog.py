@@ -47,3 +47,37 @@ class Catalog:
         if not isinstance(requested, str):
             return None
         return self._lookup.get(requested)
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    """What a new config changes in a catalog: the router applies it without a restart."""
+
+    added: dict[str, ModelEntry]
+    """API id -> entry of models that are new, in config order."""
+    removed: list[str]
+    """API ids no longer in the config."""
+    changed: dict[str, ModelEntry]
+    """API id -> new entry of models whose entry differs."""
+    default_id: str
+    """The default model after the change (see ``diff_catalog``)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+def diff_catalog(
+    old: Catalog, old_default: str, new: ModelplexConfig, keep_default: bool = False
+) -> tuple[Catalog, CatalogChange]:
+    """The catalog for ``new`` and how it differs from ``old``.
+
+    The default follows the config's default, except that ``keep_default`` (the default was chosen at
+    run time through the API) keeps ``old_default`` for as long as that model exists.
+    """
+    catalog = Catalog.from_config(new)
+    added = {i: e for i, e in catalog.entries.items() if i not in old.entries}
+    removed = [i for i in old.entries if i not in catalog.entries]
+    changed = {i: e for i, e in catalog.entries.items() if i in old.entries and old.entries[i] != e}
+    default_id = old_default if keep_default and old_default in catalog.entries else new.default_model_id
+    return catalog, CatalogChange(added=added, removed=removed, changed=changed, default_id=default_id)

@@ -11,9 +11,9 @@ import contextlib
 import logging
 import time
 
-from modelplex_router.backend import BackendLoadError, ModelBackend
+from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, UsageRecorder
 from modelplex_router.errors import LoadFailed, LoadWaitTimeout, TooManyWaiting
-from modelplex_router.lifecycle import Event, ModelState, api_status, transition
+from modelplex_router.lifecycle import Event, ModelState, api_status, idle_unload_due, transition
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry
@@ -48,6 +48,9 @@ class ModelCoordinator:
         self._load_task: asyncio.Task[None] | None = None
         self._unload_task: asyncio.Task[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Several router replicas share the backend's runtimes: tell the others about our uses.
+        self._usage = backend if isinstance(backend, UsageRecorder) else None
+        self._note_task: asyncio.Task[None] | None = None
         metrics.set_status(api_id, self.state)
         metrics.requests_waiting.labels(model=api_id).set(0)
         metrics.requests_in_flight.labels(model=api_id).set(0)
@@ -136,6 +139,24 @@ class ModelCoordinator:
         self._drained.clear()
         self.last_used = time.monotonic()
         self._metrics.requests_in_flight.labels(model=self.api_id).set(self.in_flight)
+        self._note_used()
+
+    def _note_used(self) -> None:
+        """Share the use with other router replicas, off the request path (the backend throttles)."""
+        if self._usage is None or (self._note_task is not None and not self._note_task.done()):
+            return
+        self._note_task = asyncio.get_running_loop().create_task(
+            self._write_use(self._usage), name=f"note use {self.api_id}"
+        )
+
+    async def _write_use(self, usage: UsageRecorder) -> None:
+        try:
+            await usage.note_used(self.api_id)
+        except Exception as exc:
+            # Only the other replicas' idle decisions depend on it; the request must not suffer.
+            log.warning(
+                "model %s: could not record its use: %s", self.api_id, exc, extra={"model": self.api_id}
+            )
 
     def release(self) -> None:
         """A request counted by acquire has finished (its response is fully sent or abandoned)."""
@@ -297,26 +318,46 @@ class ModelCoordinator:
             return
         obs = await self._backend.observe(self.api_id)
         if not obs.running:
-            await self.mark_crashed(obs.message or "the runtime exited")
+            await self._runtime_gone(obs)
             return
         if obs.memory_bytes is not None:
             self._metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
-        idle = self.entry.idle_timeout
-        if (
-            idle is not None
-            and not self.entry.pinned
-            and self.in_flight == 0
-            and self.waiting == 0
-            and now - self.last_used >= idle
+        busy = self.in_flight > 0 or self.waiting > 0
+        if busy:
+            # Long requests count as use for the whole time they run, not only when they start.
+            self._note_used()
+        idle_shared = None if obs.last_used is None else time.time() - obs.last_used
+        if idle_unload_due(
+            self.entry.idle_timeout, self.entry.pinned, busy, now - self.last_used, idle_shared
         ):
             log.info(
                 "model %s idle for %.0fs; unloading",
                 self.api_id,
-                now - self.last_used,
+                now - self.last_used if idle_shared is None else min(now - self.last_used, idle_shared),
                 extra={"model": self.api_id},
             )
             # In the background: a slow runtime exit must not hold up the checks of other models.
             self._start_unload("idle")
+
+    async def _runtime_gone(self, obs: BackendObservation) -> None:
+        if obs.failed or obs.message:
+            await self.mark_crashed(obs.message or "the runtime exited")
+            return
+        # Stopped on purpose by someone else (another router replica's idle unload, `kubectl scale`):
+        # not a failure; the next request loads it again.
+        async with self._lifecycle_lock:
+            if self.state is not ModelState.LOADED:
+                return
+            self.url = None
+            self._move(Event.UNLOAD)
+            self._move(Event.STOPPED)
+            self._metrics.model_memory.labels(model=self.api_id).set(0)
+            self._metrics.model_unloads_total.labels(model=self.api_id, reason="external").inc()
+            log.info(
+                "model %s: its runtime was stopped outside this router; now unloaded",
+                self.api_id,
+                extra={"model": self.api_id},
+            )
 
     async def mark_crashed(self, message: str) -> None:
         """The runtime of a loaded model died: record why; the next request loads it again."""
@@ -332,6 +373,11 @@ class ModelCoordinator:
         async with self._lifecycle_lock:
             await self._backend.stop(self.api_id, self._settings.stop_grace_seconds)
 
+    def cancel_background(self) -> None:
+        """The router is stopping: drop a pending use record (the backend is about to close)."""
+        if self._note_task is not None:
+            self._note_task.cancel()
+
     def check_soon(self) -> None:
         """after_upstream_failure in the background (from a stream that cannot wait for it)."""
         task = asyncio.get_running_loop().create_task(self.after_upstream_failure())
@@ -344,4 +390,4 @@ class ModelCoordinator:
             return
         obs = await self._backend.observe(self.api_id)
         if not obs.running:
-            await self.mark_crashed(obs.message or "the runtime exited")
+            await self._runtime_gone(obs)

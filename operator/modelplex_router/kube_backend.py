@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelplex_router.backend import BackendLoadError, BackendObservation
+from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import KubernetesSettings, ModelEntry, ModelplexConfig
 from modelplex_spec.config import parse_entries
@@ -86,7 +87,8 @@ class KubeBackendSettings(BaseSettings):
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    # Milliseconds: idle timeouts can be short, and the readers allow only for the write throttle.
+    return datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_iso(value: str | None) -> float | None:
@@ -117,6 +119,18 @@ def config_from_multimodels(
             owners.append(obj["metadata"]["name"])
     config = parse_entries(pairs, default_model_id or first_default)
     return config, {m.entry.api_id: owner for m, owner in zip(config.models, owners, strict=True)}
+
+
+def last_used_from(dep: Mapping[str, Any], write_interval: float) -> float | None:
+    """The latest time any router replica may have used the model, from the last-used annotation.
+
+    Writers record a use at most every ``write_interval`` seconds, so a use may have happened up to that
+    long after the recorded time without being written: count it as that late, or a replica would unload
+    a model that another one keeps serving at a steady rate.
+    """
+    value = ((dep.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_USED, "")
+    written = parse_iso(value.split(" ")[0] if value else None)
+    return None if written is None else written + write_interval
 
 
 def load_target(entry: ModelEntry) -> tuple[int, int]:
@@ -391,6 +405,7 @@ class KubeBackend:
             failed=problem is not None,
             message=problem,
             url=self.url_for(api_id, name) if running else None,
+            last_used=last_used_from(dep, self.settings.last_used_interval),
         )
 
     async def close(self) -> None:
@@ -407,10 +422,14 @@ class KubeBackend:
         now = time.monotonic()
         if not force and now - model.last_written < self.settings.last_used_interval:
             return
-        model.last_written = now
-        name = await self._deployment_name(api_id)
+        before, model.last_written = model.last_written, now
         value = now_iso() if not self.settings.pod_name else f"{now_iso()} {self.settings.pod_name}"
-        await self._patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_USED: value}}})
+        try:
+            name = await self._deployment_name(api_id)
+            await self._patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_USED: value}}})
+        except BaseException:
+            model.last_written = before  # not written: the next use tries again
+            raise
 
     async def cluster_last_used(self, api_id: str) -> float | None:
         """Wall-clock time of the last use any router replica recorded (None when never)."""
@@ -438,6 +457,15 @@ def build_kube_backend(settings: RouterSettings) -> KubeBackend:
     """The backend for ``MODELPLEX_ROUTER_BACKEND=kubernetes`` (settings from MODELPLEX_ROUTER_KUBE_*)."""
     del settings  # the router's own settings carry nothing Kubernetes-specific
     return KubeBackend(KubeBackendSettings())
+
+
+def cluster_catalog_source(
+    backend: ModelBackend, settings: RouterSettings
+) -> Callable[[], Awaitable[ModelplexConfig]]:
+    """What the router re-reads while serving: the served MultiModels, through its own backend."""
+    if not isinstance(backend, KubeBackend):
+        raise TypeError(f"the cluster's models are read through a KubeBackend, not {type(backend).__name__}")
+    return functools.partial(backend.load_config, settings.default_model_id)
 
 
 def load_cluster_config(settings: RouterSettings) -> ModelplexConfig:

@@ -80,3 +80,21 @@ def api_status(state: ModelState) -> str:
 def accepts_requests(state: ModelState) -> bool:
     """Whether a request can be forwarded right now without waiting."""
     return state is ModelState.LOADED
+
+
+def idle_unload_due(
+    idle_timeout: float | None,
+    pinned: bool,
+    busy: bool,
+    idle_here: float,
+    idle_shared: float | None,
+) -> bool:
+    """Whether a loaded model should be unloaded for idleness.
+
+    ``idle_here``: seconds since this router last used it; ``idle_shared``: seconds since any router
+    replica may have used it (None when the backend keeps no shared record). Both must have passed the
+    timeout, so one replica never unloads a model that another one is serving.
+    """
+    if idle_timeout is None or pinned or busy or idle_here < idle_timeout:
+        return False
+    return idle_shared is None or idle_shared >= idle_timeout

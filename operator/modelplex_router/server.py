@@ -25,12 +25,16 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
 def run(settings: RouterSettings, config: ModelplexConfig | None = None) -> None:
     """Serve in the foreground until SIGINT/SIGTERM; every runtime started is stopped on the way out."""
     configure_logging(settings.log_level, settings.log_json)
+    backend = build_backend(settings)
+    catalog_source = None
     if config is None and not settings.config_file and settings.backend == "kubernetes":
-        # On a cluster the models come from the MultiModel resources, not a file.
-        from modelplex_router.kube_backend import load_cluster_config
+        # On a cluster the models come from the MultiModel resources, not a file: read them once now
+        # (an invalid spec stops the start with its problems), then again while serving.
+        from modelplex_router.kube_backend import cluster_catalog_source, load_cluster_config
 
         config = load_cluster_config(settings)
-    app = create_app(settings, build_backend(settings), config)
+        catalog_source = cluster_catalog_source(backend, settings)
+    app = create_app(settings, backend, config, catalog_source)
     uvicorn.run(
         app,
         host=settings.host,

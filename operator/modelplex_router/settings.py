@@ -54,6 +54,12 @@ class RouterSettings(BaseSettings):
     monitor_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks for idle models and runtimes that died."
     )
+    catalog_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Kubernetes: seconds between re-reads of the MultiModels (added, removed, changed "
+        "models); 0 = read once at start.",
+    )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     log_level: str = Field(default="INFO")

@@ -120,7 +120,7 @@ def test_errors_are_reported_without_traceback_and_the_failed_turn_is_dropped(
 
 
 def test_unreachable_server() -> None:
-    from conftest import free_port
+    from helpers.ports import free_port
 
     done = chat(f"http://127.0.0.1:{free_port()}", "hello\n")
     assert done.returncode == 1

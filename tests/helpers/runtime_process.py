@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,7 @@ from typing import IO, Any
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers.ports import free_port
 
 
 class RuntimeProcess:
@@ -90,7 +85,7 @@ def launch_runtime(
     entry: dict[str, Any], *, served_name: str | None = None, extra_args: Iterable[str] = (), port: int | None = None
 ) -> RuntimeProcess:
     """Start the process without waiting for it to be ready."""
-    port = port or _free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "modelplex_runtime", "--host", "127.0.0.1", "--port", str(port),
            "--model-json", json.dumps(entry)]
     if served_name:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from typing import Any
 
@@ -13,14 +12,11 @@ import httpx
 import pytest
 from kopf_harness import DEPLOYMENTS, MM, eventually
 
+from helpers.ports import free_port
+
 pytestmark = pytest.mark.integration
 NS = "team-a"
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_operator_process_reconciles_and_reports_liveness(cluster: Any) -> None:

@@ -17,7 +17,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port
+from helpers.ports import free_port
 
 FAKE_RUNTIME = Path(__file__).with_name("fake_runtime.py")
 

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from modelplex_router.catalog import Catalog
+from modelplex_router.catalog import Catalog, diff_catalog
 from modelplex_spec import ConfigError, parse_config
 
 SEED_ALIASES = {
@@ -136,3 +136,36 @@ def test_relative_model_paths_follow_the_config_file(tmp_path) -> None:
     # API ids stay as written, wherever the router starts.
     assert [e.api_id for e in entries] == ["chat", "../shared/minilm", "org/model"]
     assert rebased.default_model_id == "chat"
+
+
+def test_diff_catalog_names_added_removed_and_changed_models() -> None:
+    old_config = parse_config(SEED_ALIASES)
+    old = Catalog.from_config(old_config)
+    new_config = parse_config(
+        {
+            "qwen3-4b": {"alias": "qwen3-4b", "Plain": {"model_id": "Qwen/Qwen3-4B"}, "idle_timeout": 60},
+            "gemma": {"alias": "gemma", "VisionPlain": {"model_id": "google/gemma-3-4b-it"}},
+        }
+    )
+    catalog, change = diff_catalog(old, "llama3-3b", new_config)
+    assert list(change.added) == ["gemma"] and change.removed == ["llama3-3b"]
+    assert list(change.changed) == ["qwen3-4b"] and change.changed["qwen3-4b"].idle_timeout == 60
+    assert catalog.ids == ["qwen3-4b", "gemma"] and catalog.resolve_name("google/gemma-3-4b-it") == "gemma"
+    # The default model was removed: the config's default (its first model) takes over.
+    assert change.default_id == "qwen3-4b" and not change.empty
+
+    same, nothing = diff_catalog(old, "llama3-3b", old_config)
+    assert nothing.empty and nothing.default_id == "llama3-3b" and same.ids == old.ids
+
+
+def test_diff_catalog_follows_the_configured_default_unless_set_at_run_time() -> None:
+    old = Catalog.from_config(parse_config(SEED_ALIASES))
+    moved = parse_config(SEED_ALIASES, default_model_id="qwen3-4b")
+    _, follows = diff_catalog(old, "llama3-3b", moved)
+    assert follows.empty and follows.default_id == "qwen3-4b"
+    _, kept = diff_catalog(old, "llama3-3b", moved, keep_default=True)
+    assert kept.default_id == "llama3-3b"
+    # A default chosen at run time goes when its model goes.
+    without = parse_config({"qwen3-4b": SEED_ALIASES["qwen3-4b"]})
+    _, gone = diff_catalog(old, "llama3-3b", without, keep_default=True)
+    assert gone.default_id == "qwen3-4b" and gone.removed == ["llama3-3b"]

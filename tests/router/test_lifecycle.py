@@ -10,6 +10,7 @@ from modelplex_router.lifecycle import (
     ModelState,
     accepts_requests,
     api_status,
+    idle_unload_due,
     transition,
 )
 
@@ -56,3 +57,18 @@ def test_nonsense_moves_are_refused(state: ModelState, event: Event) -> None:
 def test_api_status_words_and_serving() -> None:
     assert [api_status(s) for s in ModelState] == ["unloaded", "reloading", "loaded", "unloaded", "failed"]
     assert [s for s in ModelState if accepts_requests(s)] == [ModelState.LOADED]
+
+
+def test_idle_unload_needs_every_router_replica_to_be_idle() -> None:
+    # Only this router's view (local backend): idle here for the timeout is enough.
+    assert idle_unload_due(60, pinned=False, busy=False, idle_here=61, idle_shared=None)
+    assert not idle_unload_due(60, pinned=False, busy=False, idle_here=59, idle_shared=None)
+    # Another replica used the model recently: not idle, however long this one has been.
+    assert not idle_unload_due(60, pinned=False, busy=False, idle_here=600, idle_shared=5)
+    assert idle_unload_due(60, pinned=False, busy=False, idle_here=600, idle_shared=60)
+    # The shared record may lag behind this replica's own use: that still counts.
+    assert not idle_unload_due(60, pinned=False, busy=False, idle_here=5, idle_shared=600)
+    # "Used until a moment from now" (the record allows for its write throttle) is not idle either.
+    assert not idle_unload_due(60, pinned=False, busy=False, idle_here=600, idle_shared=-3)
+    for idle_timeout, pinned, busy in [(None, False, False), (60, True, False), (60, False, True)]:
+        assert not idle_unload_due(idle_timeout, pinned=pinned, busy=busy, idle_here=600, idle_shared=600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,6 @@ import httpx
 
 FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "router" / "fake_runtime.py"
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

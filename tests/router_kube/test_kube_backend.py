@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fake_kubelet import FakeKubelet, free_port
+from fake_kubelet import FakeKubelet
 from kopf_harness import DEPLOYMENTS, MM, eventually, running_operator
 
+from helpers.ports import free_port
 from modelplex_router.app import create_app
 from modelplex_router.backend import BackendLoadError
 from modelplex_router.kube_backend import (
@@ -28,7 +29,9 @@ from modelplex_router.kube_backend import (
     MANAGED_BY,
     KubeBackend,
     KubeBackendSettings,
+    cluster_catalog_source,
     config_from_multimodels,
+    last_used_from,
     pod_problem,
 )
 from modelplex_router.settings import RouterSettings
@@ -57,11 +60,13 @@ def replicas(cluster: Any, name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving_router(backend: KubeBackend) -> AsyncIterator[str]:
+async def serving_router(backend: KubeBackend, watch: bool = False, **overrides: Any) -> AsyncIterator[str]:
+    """The router app on a free port; ``watch``: it re-reads the MultiModels while it runs."""
     config = await backend.load_config()
-    settings = RouterSettings(backend="kubernetes", monitor_interval=0.2, max_wait_seconds=60,
-                              load_timeout_seconds=60, drain_grace_seconds=2, stop_grace_seconds=5, log_json=False)
-    app = create_app(settings, backend, config)
+    settings = RouterSettings(**{
+        "backend": "kubernetes", "monitor_interval": 0.2, "max_wait_seconds": 60, "load_timeout_seconds": 60,
+        "drain_grace_seconds": 2, "stop_grace_seconds": 5, "log_json": False, **overrides})
+    app = create_app(settings, backend, config, cluster_catalog_source(backend, settings) if watch else None)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -85,7 +90,28 @@ async def deployed(cluster: Any) -> AsyncIterator[dict[str, int]]:
 def backend_for(cluster: Any, ports: dict[str, int], **kw: Any) -> KubeBackend:
     return KubeBackend(KubeBackendSettings(
         namespace=NS, multimodel="demo", api_url=str(cluster.url), poll_interval=0.1,
-        service_urls={m: f"http://127.0.0.1:{ports[f'demo-{m}']}" for m in MODELS}, **kw))
+        service_urls={name.removeprefix("demo-"): f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        **kw))
+
+
+async def until(check: Any, within: float = 30.0) -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def model_ids(client: httpx.AsyncClient) -> list[str]:
+    return [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+
+
+async def status_of(client: httpx.AsyncClient, model: str) -> str:
+    return (await client.post("/v1/models/status", json={"model_id": model})).json()["status"]
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_request_scales_up_holds_until_ready_and_unload_scales_to_zero(
@@ -156,6 +182,97 @@ async def test_load_failures_give_reasons(cluster: Any, deployed: dict[str, int]
             await backend.ensure_started("ghost", entry)
     finally:
         await backend.close()
+
+
+async def test_traffic_through_one_router_replica_keeps_the_others_from_idle_unloading(
+    cluster: Any, deployed: dict[str, int]
+) -> None:
+    cluster.objects[MM, NS, "demo"].patch({"spec": {"models": {"tiny": {"idle_timeout": 1}}}})
+    a = backend_for(cluster, deployed, last_used_interval=0.2, pod_name="router-a")
+    b = backend_for(cluster, deployed, last_used_interval=0.2, pod_name="router-b")
+    async with (
+        FakeKubelet(cluster, DEPLOYMENTS, NS, deployed),
+        serving_router(a) as url_a,
+        serving_router(b) as url_b,
+        httpx.AsyncClient(base_url=url_a, timeout=60) as client_a,
+        httpx.AsyncClient(base_url=url_b, timeout=60) as client_b,
+    ):
+        assert (await client_b.post("/v1/chat/completions", json={"model": "tiny", **CHAT})).status_code == 200
+        # Replica B sees no request of its own for several idle timeouts, but A serves the model all along.
+        for _ in range(20):
+            resp = await client_a.post("/v1/chat/completions", json={"model": "tiny", **CHAT})
+            assert resp.status_code == 200, resp.text
+            assert await status_of(client_b, "tiny") == "loaded"
+            assert replicas(cluster, "demo-tiny") == 1
+            await asyncio.sleep(0.15)
+        # Once nobody uses it, it is unloaded, and both replicas know.
+        await eventually(lambda: replicas(cluster, "demo-tiny") == 0)
+        for client in (client_a, client_b):
+            await until(lambda c=client: _is_unloaded(c))
+
+        async def unloads() -> str:
+            text = (await client_a.get("/metrics")).text + (await client_b.get("/metrics")).text
+            # The replica that did not unload it sees the Deployment scaled away: not a crash.
+            return text if 'modelplex_model_unloads_total{model="tiny",reason="idle"}' in text else ""
+
+        assert 'reason="crash"' not in await until(unloads)
+
+
+async def _is_unloaded(client: httpx.AsyncClient) -> bool:
+    return await status_of(client, "tiny") == "unloaded"
+
+
+async def test_router_follows_models_added_to_and_removed_from_the_multimodel(
+    cluster: Any, deployed: dict[str, int], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control = tmp_path / "control.json"
+    control.write_text('{"extra": {"token_delay": 0.3}}')
+    monkeypatch.setenv("FAKE_RUNTIME_CONTROL", str(control))
+    ports = {**deployed, "demo-extra": free_port()}
+    backend = backend_for(cluster, ports)
+    async with (
+        FakeKubelet(cluster, DEPLOYMENTS, NS, ports),
+        serving_router(backend, watch=True, catalog_refresh_seconds=0.2) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as client,
+    ):
+        assert await model_ids(client) == ["default", "tiny", "other"]
+        cluster.objects[MM, NS, "demo"].patch({"metadata": {"generation": 2}, "spec": {
+            "models": {"extra": {"Plain": {"model_id": "org/extra"}, "alias": "extra"}}, "defaultModelId": "other"}})
+        await until(lambda: _listed(client, "extra"))
+        assert await model_ids(client) == ["default", "tiny", "other", "extra"]
+        # spec.defaultModelId is followed too (it was not set through the API).
+        assert (await client.get("/v1/models/default")).json() == {"model_id": "other"}
+        await eventually(lambda: (DEPLOYMENTS, NS, "demo-extra") in cluster.objects)
+        resp = await client.post("/v1/chat/completions", json={"model": "extra", **CHAT})
+        assert resp.status_code == 200 and resp.json()["model"] == "extra", resp.text
+
+        # Removed while a request streams: the request finishes, new ones get 404.
+        async with client.stream("POST", "/v1/chat/completions",
+                                 json={"model": "extra", "stream": True, **CHAT}) as stream:
+            assert stream.status_code == 200
+            cluster.objects[MM, NS, "demo"].patch({"metadata": {"generation": 3}, "spec": {"models": {"extra": None}}})
+            await until(lambda: _gone(client, "extra"))
+            body = (await stream.aread()).decode()
+        assert body.rstrip().endswith("data: [DONE]") and body.count("t4") == 1
+        resp = await client.post("/v1/chat/completions", json={"model": "extra", **CHAT})
+        assert resp.status_code == 404 and "Available models: default, tiny, other" in resp.json()["error"]["message"]
+        assert (await client.post("/v1/models/status", json={"model_id": "extra"})).json()["status"] == "not_found"
+        assert (await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})).status_code == 200
+
+
+async def _listed(client: httpx.AsyncClient, model: str) -> bool:
+    return model in await model_ids(client)
+
+
+async def _gone(client: httpx.AsyncClient, model: str) -> bool:
+    return model not in await model_ids(client)
+
+
+def test_last_used_allows_for_the_write_throttle() -> None:
+    dep = {"metadata": {"annotations": {ANNOTATION_LAST_USED: "2026-01-01T00:00:00.500Z router-0"}}}
+    assert last_used_from(dep, 30) == 1767225600.5 + 30
+    assert last_used_from({"metadata": {}}, 30) is None
+    assert last_used_from({"metadata": {"annotations": {ANNOTATION_LAST_USED: "garbage"}}}, 30) is None
 
 
 def test_config_from_multimodels_merges_a_namespace_and_rejects_clashes() -> None:

@@ -169,7 +169,7 @@ def test_a_stream_cut_before_done_is_not_taken_as_complete(api: Api) -> None:
 
 
 def test_unreachable_server_raises_connection_error() -> None:
-    from conftest import free_port
+    from helpers.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     with Client(url) as client, pytest.raises(modelplex.APIConnectionError, match="cannot connect"):

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from modelplex_runtime.engine.tokens import TokenizerMixin
+from modelplex_runtime.engine.worker import JobWorker
 from modelplex_runtime.engine_api import EngineOptions, ModelInfo, SamplingParams, TokenEvent
 
 log = logging.getLogger("modelplex_runtime.engine")
 
 MAX_TEXTS_PER_FORWARD = 64
+
+EmbedJob = tuple[list[str], Callable[[Any], None]]
 
 
 def pooling_mode(model_dir: Path | None) -> str:
@@ -50,7 +53,18 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.nn.functional.normalize(vecs.float(), p=2, dim=-1)
 
 
-class EmbeddingEngine:
+def take_texts(jobs: deque[EmbedJob]) -> list[EmbedJob]:
+    """Waiting requests, in order, up to MAX_TEXTS_PER_FORWARD texts (always at least one request)."""
+    batch = [jobs.popleft()]
+    count = len(batch[0][0])
+    while jobs and count + len(jobs[0][0]) <= MAX_TEXTS_PER_FORWARD:
+        job = jobs.popleft()
+        batch.append(job)
+        count += len(job[0])
+    return batch
+
+
+class EmbeddingEngine(TokenizerMixin):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
                  pooling: str, options: EngineOptions) -> None:
         self.model = model
@@ -59,72 +73,42 @@ class EmbeddingEngine:
         self.device = device
         self.pooling = pooling
         self._on_step = options.on_step
-        self._jobs: deque[tuple[list[str], Callable[[Any], None]]] = deque()
-        self._cv = threading.Condition()
-        self._stopping = False
         self._busy = 0
-        self._thread = threading.Thread(target=self._loop, name="embedder", daemon=True)
-        self._thread.start()
-
-    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        self._worker: JobWorker[EmbedJob] = JobWorker("embedder", self._run_batch, take_texts)
 
     def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
         raise ValueError("an embedding model has no chat template")
-
-    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        vocab = len(self.tokenizer)
-        if any(i < 0 or i >= vocab for i in ids):
-            raise ValueError(f"token ids outside the vocabulary (size {vocab})")
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[TokenEvent], None]) -> Any:
         raise ValueError("an embedding model does not generate text")
 
     def embed(self, texts: list[str], on_done: Callable[[Any], None]) -> None:
-        with self._cv:
-            self._jobs.append((texts, on_done))
-            self._cv.notify()
+        self._worker.submit((texts, on_done))
 
     def queue_depth(self) -> int:
-        return len(self._jobs)
+        return self._worker.queue_depth()
 
     def running(self) -> int:
         return self._busy
 
     def shutdown(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
-        self._thread.join(timeout=5)
+        self._worker.shutdown()
 
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopping and not self._jobs:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                batch = [self._jobs.popleft()]
-                count = len(batch[0][0])
-                while self._jobs and count + len(self._jobs[0][0]) <= MAX_TEXTS_PER_FORWARD:
-                    job = self._jobs.popleft()
-                    batch.append(job)
-                    count += len(job[0])
-            self._busy = count
-            try:
-                vectors = self._encode([t for texts, _ in batch for t in texts])
-            except Exception as exc:
-                log.exception("embedding batch failed")
-                for _, done in batch:
-                    done(exc)
-                continue
-            finally:
-                self._busy = 0
-            start = 0
-            for texts, done in batch:
-                done(vectors[start : start + len(texts)])
-                start += len(texts)
+    def _run_batch(self, batch: list[EmbedJob]) -> None:
+        self._busy = sum(len(texts) for texts, _ in batch)
+        try:
+            vectors = self._encode([t for texts, _ in batch for t in texts])
+        except Exception as exc:
+            log.exception("embedding batch failed")
+            for _, done in batch:
+                done(exc)
+            return
+        finally:
+            self._busy = 0
+        start = 0
+        for texts, done in batch:
+            done(vectors[start : start + len(texts)])
+            start += len(texts)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         if self._on_step is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from modelplex_runtime.engine.batcher import ContinuousBatcher
 from modelplex_runtime.engine.loading import cpu_thread_policy
+from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine_api import (
     EngineOptions,
     GenerationHandle,
@@ -32,7 +33,7 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-class TextEngine:
+class TextEngine(TokenizerMixin):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
                  options: EngineOptions) -> None:
         self.model = model
@@ -50,9 +51,6 @@ class TextEngine:
             threads_for=cpu_thread_policy(options.cpu_threads) if device.type == "cpu" else None,
         )
 
-    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
     def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             raise bad_request("this model has no chat template; set chat_template in its entry or use /v1/completions")
@@ -64,13 +62,6 @@ class TextEngine:
     def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
         # the rendered template already holds any BOS token
         return self.tokenize_text(self.render_chat(messages, add_generation_prompt), add_special_tokens=False)
-
-    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        vocab = len(self.tokenizer)
-        bad = [i for i in ids if i < 0 or i >= vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams,
                  on_event: Callable[[TokenEvent], None]) -> GenerationHandle:

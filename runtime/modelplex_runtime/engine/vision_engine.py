@@ -8,9 +8,7 @@ stopping criterion ends generation on cancellation or a stop string.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,6 +18,8 @@ from transformers.generation.streamers import BaseStreamer
 from modelplex_runtime.engine import loading
 from modelplex_runtime.engine.batcher import Generation
 from modelplex_runtime.engine.text_engine import eos_token_ids
+from modelplex_runtime.engine.tokens import TokenizerMixin
+from modelplex_runtime.engine.worker import JobWorker
 from modelplex_runtime.engine_api import EngineOptions, ModelInfo, Prompt, SamplingParams, TokenEvent
 from modelplex_runtime.errors import bad_request
 from modelplex_runtime.textstream import TextStream
@@ -87,7 +87,7 @@ class _Stop(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-class VisionEngine:
+class VisionEngine(TokenizerMixin):
     def __init__(self, model: Any, processor: Any, info: ModelInfo, device: torch.device, options: EngineOptions) -> None:
         self.model = model
         self.processor = processor
@@ -96,15 +96,8 @@ class VisionEngine:
         self.device = device
         self._on_step = options.on_step
         self._eos = eos_token_ids(model, self.tokenizer)
-        self._jobs: deque[Generation] = deque()
-        self._cv = threading.Condition()
-        self._stopping = False
         self._busy = 0
-        self._thread = threading.Thread(target=self._loop, name="vision", daemon=True)
-        self._thread.start()
-
-    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        self._worker: JobWorker[Generation] = JobWorker("vision", self._run_one)
 
     def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                       images: list[Any] | None = None) -> list[int]:
@@ -124,55 +117,38 @@ class VisionEngine:
         extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
         return Prompt(inputs["input_ids"][0].tolist(), extra)
 
-    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        vocab = len(self.tokenizer)
-        if any(i < 0 or i >= vocab for i in ids):
-            raise ValueError(f"token ids outside the vocabulary (size {vocab})")
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
     def generate(self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[TokenEvent], None]) -> Generation:
         stream = TextStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
         seq = Generation(prompt_ids, params, on_event, stream)
-        with self._cv:
-            self._jobs.append(seq)
-            self._cv.notify()
+        self._worker.submit(seq)
         return seq
 
     def embed(self, texts: list[str], on_done: Callable[[Any], None]) -> None:
         on_done(ValueError("this is not an embedding model"))
 
     def queue_depth(self) -> int:
-        return len(self._jobs)
+        return self._worker.queue_depth()
 
     def running(self) -> int:
         return self._busy
 
     def shutdown(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
-        self._thread.join(timeout=5)
+        self._worker.shutdown()
 
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopping and not self._jobs:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                seq = self._jobs.popleft()
-            if seq.cancelled:
-                continue
-            self._busy = 1
-            try:
-                self._run(seq)
-            except Exception as exc:
-                log.exception("vision generation failed")
-                if not seq.finished:
-                    seq.finished = True
-                    seq.on_event(TokenEvent("", len(seq.out_ids), "error", error=f"{type(exc).__name__}: {exc}"))
-            finally:
-                self._busy = 0
+    def _run_one(self, batch: list[Generation]) -> None:
+        (seq,) = batch
+        if seq.cancelled:
+            return
+        self._busy = 1
+        try:
+            self._run(seq)
+        except Exception as exc:
+            log.exception("vision generation failed")
+            if not seq.finished:
+                seq.finished = True
+                seq.on_event(TokenEvent("", len(seq.out_ids), "error", error=f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._busy = 0
 
     def _run(self, seq: Generation) -> None:
         if self._on_step is not None:

@@ -1,0 +1,117 @@
+"""Every comparison of modelplex against its peers, in one run, written to docs/benchmarks.md + docs/img/.
+
+    python -m benchmarks              # full sizes (about 20-30 minutes on 2 CPU cores)
+    python -m benchmarks --quick      # a few minutes
+    python -m benchmarks --smoke      # tiny sizes, for the test suite
+    python -m benchmarks --only routing,holding --repeats 5 --out /tmp/bench
+
+Peers (LiteLLM proxy, vllm-router) are found in $MODELPLEX_BENCH_PEER_BIN, /work/venv-peers/bin, this
+Python's bin folder or PATH; a peer that is missing or fails is recorded on the page with its error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import holding, memory_unload, routing_overhead, scale_from_zero, throughput
+from benchmarks.report import Section, extract_section, render_page, write
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARISONS = ("routing", "scale", "throughput", "memory", "holding")
+
+
+def sizes(mode: str, repeats: int | None) -> dict[str, object]:
+    full = mode == "full"
+    quick = mode == "quick"
+    r = repeats or (3 if full else 2 if quick else 1)
+    return {
+        "routing": routing_overhead.Sizes(requests=400 if full else 120 if quick else 24,
+                                          warmup=20 if full else 8 if quick else 2,
+                                          concurrency=(1, 16, 64) if not mode == "smoke" else (1, 4), repeats=r),
+        "routing_backends": ("stub", "tiny") if not mode == "smoke" else ("stub",),
+        "scale": scale_from_zero.Sizes(repeats=r),
+        "throughput": throughput.Sizes(mode=mode, repeats=r),
+        "memory": memory_unload.Sizes(cycles=500 if full else 100 if quick else 10, repeats=1),
+        "holding": holding.Sizes(requests=500 if not mode == "smoke" else 50,
+                                 load_delay=3.0 if full else 2.0 if quick else 1.0,
+                                 low_wait=0.5, repeats=r),
+    }
+
+
+def _guard(title: str, fn: Callable[[], Section]) -> Section:
+    """A comparison that fails is recorded as failed on the page; the others still run."""
+    try:
+        return fn()
+    except Exception as exc:
+        traceback.print_exc()
+        sec = Section(title)
+        sec.notes.append(f"**This comparison failed in this run:** `{type(exc).__name__}: {' '.join(str(exc).split())[:600]}`")
+        sec.data = {"failed": f"{type(exc).__name__}: {exc}"}
+        return sec
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the entry point working in tests")
+    parser.add_argument("--repeats", type=int, default=None, help="repeated runs per figure (full 3, quick 2, smoke 1)")
+    parser.add_argument("--only", default=",".join(COMPARISONS), help=f"comma-separated subset of {','.join(COMPARISONS)}")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md and img/ (default docs/)")
+    args = parser.parse_args(argv)
+    run_mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    only = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = set(only) - set(COMPARISONS)
+    if unknown:
+        parser.error(f"unknown comparison(s): {', '.join(sorted(unknown))}; choose from {', '.join(COMPARISONS)}")
+    sz = sizes(run_mode, args.repeats)
+    img = args.out / "img"
+    started = time.time()
+    command = "python -m benchmarks" + ("" if run_mode == "full" else f" --{run_mode}") + (
+        f" --repeats {args.repeats}" if args.repeats else "") + ("" if len(only) == len(COMPARISONS) else f" --only {','.join(only)}")
+    sections: list[Section] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir: Path | None = None
+
+        def tiny() -> Path:
+            nonlocal model_dir
+            if model_dir is None:
+                from modelplex_runtime.engine.tiny import make_tiny_llama
+
+                model_dir = make_tiny_llama(Path(tmp) / "tiny", hidden_size=64, num_layers=2, num_heads=4)
+            return model_dir
+
+        plan: dict[str, tuple[str, Callable[[], Section]]] = {
+            "routing": ("Routing overhead", lambda: routing_overhead.section(
+                {b: routing_overhead.measure_backend(b, sz["routing"], tiny() if b == "tiny" else None)
+                 for b in sz["routing_backends"]}, sz["routing"], img)),
+            "scale": ("Scale from zero", lambda: scale_from_zero.section(tiny(), sz["scale"], img)),
+            "throughput": ("Runtime throughput vs transformers serve", lambda: throughput.section(sz["throughput"], img)),
+            "memory": ("Unload frees memory", lambda: memory_unload.section(tiny(), sz["memory"], img)),
+            "holding": ("Holding requests", lambda: holding.section(sz["holding"], img)),
+        }
+        for key in COMPARISONS:
+            if key in only:
+                title, fn = plan[key]
+                print(f"[benchmarks] {title} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                sections.append(_guard(title, fn))
+                print(f"[benchmarks] {title}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    page = args.out / "benchmarks.md"
+    old = page.read_text(encoding="utf-8") if page.exists() else ""
+    # the original single-runtime study stays on the page (python -m benchmarks.runtime_throughput --write-docs)
+    keep = extract_section(old, "Runtime throughput")
+    write(page, render_page(sections, command, started, "img/", keep))
+    write(args.out / "benchmarks.json", json.dumps({s.title: s.data for s in sections}, indent=1, default=str))
+    print(page)
+
+
+if __name__ == "__main__":
+    main()

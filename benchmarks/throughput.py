@@ -1,0 +1,152 @@
+"""Comparison 3 — runtime throughput against ``transformers serve`` and the offline ``model.generate`` limit.
+
+Reuses ``runtime_throughput`` (prompts, the offline baseline, the streaming client, the runtime launcher);
+this module adds the peers and the concurrency sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import plots
+from benchmarks import runtime_throughput as rt
+from benchmarks.processes import Proc, free_port
+from benchmarks.report import Section, median, spread
+
+SERVERS = ("modelplex runtime", "transformers serve", "transformers serve --continuous-batching")
+
+
+@dataclass
+class Sizes:
+    mode: str
+    repeats: int
+
+    @property
+    def config(self) -> rt.Config:
+        if self.mode == "full":
+            return rt.Config(hidden_size=256, layers=4, prompts=128, prompt_words=24, max_tokens=32,
+                             concurrency=(1, 4, 16, 64), repeats=self.repeats)
+        if self.mode == "quick":
+            return rt.Config(hidden_size=128, layers=2, prompts=128, prompt_words=16, max_tokens=16,
+                             concurrency=(1, 4, 16, 64), repeats=self.repeats)
+        return rt.Config(hidden_size=64, layers=1, prompts=8, prompt_words=8, max_tokens=4, concurrency=(1, 4),
+                         repeats=self.repeats)
+
+
+def start_transformers_serve(model_dir: Path, continuous: bool) -> Proc:
+    exe = str(Path(sys.executable).parent / "transformers")
+    port = free_port()
+    proc = Proc([exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                 "--log-level", "warning", *(["--continuous-batching"] if continuous else [])])
+    proc.url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_http(proc.url + "/health", 180)
+    except Exception:
+        proc.stop()
+        raise
+    return proc
+
+
+def _sweep(url: str, prompts: list[str], cfg: rt.Config, extra: dict[str, Any] | None) -> dict[int, dict[str, float]]:
+    out = {}
+    for c in cfg.concurrency:
+        n = max(8, 2 * c)
+        out[c] = asyncio.run(rt.served_run(url, prompts[:n], c, cfg.max_tokens, extra))
+    return out
+
+
+def measure(sizes: Sizes) -> dict[str, Any]:
+    from modelplex_runtime.engine.tiny import make_tiny_llama
+
+    cfg = sizes.config
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in cfg.concurrency} for s in SERVERS}
+    offline_runs: list[float] = []
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_tiny_llama(Path(tmp) / "model", hidden_size=cfg.hidden_size, num_layers=cfg.layers,
+                                    num_heads=max(4, cfg.hidden_size // 64))
+        prompts = rt.make_prompts(cfg)
+        batch = min(16, len(prompts))
+        offline = rt.Offline(model_dir, prompts[:batch], cfg.max_tokens)
+        for _ in range(cfg.repeats):
+            offline_runs.append(offline.batched(offline.default_threads))
+            for server in SERVERS:
+                if server in errors:
+                    continue
+                try:
+                    if server == "modelplex runtime":
+                        popen, url, _, _ = rt.start_runtime(model_dir, max(cfg.concurrency))
+                        try:
+                            sweep = _sweep(url, prompts, cfg, None)
+                        finally:
+                            popen.send_signal(signal.SIGTERM)
+                            popen.wait(60)
+                    else:
+                        proc = start_transformers_serve(model_dir, continuous=server.endswith("batching"))
+                        try:
+                            sweep = _sweep(proc.url, prompts, cfg, {"model": str(model_dir)})
+                        finally:
+                            proc.stop()
+                except Exception as exc:
+                    errors[server] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+                    continue
+                for c, r in sweep.items():
+                    runs[server][c].append(r)
+    return {"config": cfg, "runs": runs, "offline": offline_runs, "offline_batch": batch, "errors": errors}
+
+
+def section(sizes: Sizes, img_dir: Path) -> Section:
+    res = measure(sizes)
+    cfg: rt.Config = res["config"]
+    runs = res["runs"]
+    sec = Section("Runtime throughput vs transformers serve")
+    sec.intro = [
+        f"Generated tokens/s over streaming `/v1/completions` at concurrency {', '.join(map(str, cfg.concurrency))} "
+        f"(max(8, 2 × concurrency) requests per point; {cfg.max_tokens} tokens each, greedy) on a random tiny "
+        f"Llama (hidden {cfg.hidden_size}, {cfg.layers} layers, f32 on CPU); {cfg.repeats} repeat(s), servers "
+        "run one at a time. The modelplex runtime ignores EOS (`ignore_eos`); `transformers serve` rejects that "
+        "field, so it is credited the tokens its usage reports. Offline limit: one left-padded "
+        f"`model.generate` over {res['offline_batch']} prompts in the benchmark process (code shared with "
+        "`benchmarks/runtime_throughput.py`).",
+    ]
+    for server, reason in res["errors"].items():
+        sec.notes.append(f"- **{server} failed:** `{reason}`")
+    rows = [["offline batched `model.generate`", f"{res['offline_batch']} (one batch)", spread(res["offline"]), "", ""]]
+    for server in SERVERS:
+        for c in cfg.concurrency:
+            rr = runs[server][c]
+            if rr:
+                rows.append([server, str(c), spread([r["tps"] for r in rr]),
+                             spread([r["ttft_p50"] for r in rr], 1000, 0), spread([r["ttft_p99"] for r in rr], 1000, 0)])
+    sec.table("", ["server", "concurrency", "tokens/s", "TTFT p50 ms", "TTFT p99 ms"], rows)
+
+    def tps(server: str, c: int) -> float:
+        return median([r["tps"] for r in runs[server][c]])
+
+    mine = "modelplex runtime"
+    peers = [s for s in SERVERS[1:] if all(runs[s][c] for c in cfg.concurrency)]
+    if runs[mine][cfg.concurrency[0]]:
+        ahead = all(tps(mine, c) > tps(p, c) for p in peers for c in cfg.concurrency)
+        detail = "; ".join(f"c={c}: {tps(mine, c):.0f} vs " + " / ".join(f"{tps(p, c):.0f}" for p in peers)
+                           for c in cfg.concurrency)
+        sec.goals.append(f"Goal: ahead of `transformers serve` (plain / continuous batching) at every concurrency "
+                         f"({detail}) -> {'met' if ahead and peers else 'NOT met' if peers else 'not evaluated'}.")
+        c16 = 16 if 16 in cfg.concurrency else max(cfg.concurrency)
+        ratio = tps(mine, c16) / median(res["offline"])
+        sec.goals.append(f"Goal: at least 80% of the offline limit at concurrency {c16}: {ratio:.0%} -> "
+                         f"{'met' if ratio >= 0.8 else 'NOT met'}.")
+    name = "throughput.png"
+    plots.grouped([f"c={c}" for c in cfg.concurrency],
+                  {s: [tps(s, c) if runs[s][c] else float("nan") for c in cfg.concurrency] for s in SERVERS}
+                  | {"offline limit": [median(res["offline"])] * len(cfg.concurrency)},
+                  "generated tokens/s", "Served throughput on the same tiny model and prompts (higher is better)",
+                  img_dir / name)
+    sec.plots.append(name)
+    sec.data = {"runs": runs, "offline": res["offline"], "errors": res["errors"], "config": cfg.__dict__}
+    return sec
