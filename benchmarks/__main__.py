@@ -1,7 +1,7 @@
 """Every comparison of modelplex against its peers, in one run, written to docs/benchmarks.md + docs/img/.
 
-    python -m benchmarks              # full sizes (about 20-30 minutes on 2 CPU cores)
-    python -m benchmarks --quick      # a few minutes
+    python -m benchmarks              # full sizes (about 15 minutes on 2 CPU cores)
+    python -m benchmarks --quick      # about 3 minutes, one repeat
     python -m benchmarks --smoke      # tiny sizes, for the test suite
     python -m benchmarks --only routing,holding --repeats 5 --out /tmp/bench
 
@@ -30,15 +30,15 @@ COMPARISONS = ("routing", "scale", "throughput", "memory", "holding")
 def sizes(mode: str, repeats: int | None) -> dict[str, object]:
     full = mode == "full"
     quick = mode == "quick"
-    r = repeats or (3 if full else 2 if quick else 1)
+    r = repeats or (3 if full else 1)
     return {
-        "routing": routing_overhead.Sizes(requests=400 if full else 120 if quick else 24,
+        "routing": routing_overhead.Sizes(requests=400 if full else 100 if quick else 24,
                                           warmup=20 if full else 8 if quick else 2,
                                           concurrency=(1, 16, 64) if not mode == "smoke" else (1, 4), repeats=r),
         "routing_backends": ("stub", "tiny") if not mode == "smoke" else ("stub",),
         "scale": scale_from_zero.Sizes(repeats=r),
         "throughput": throughput.Sizes(mode=mode, repeats=r),
-        "memory": memory_unload.Sizes(cycles=500 if full else 100 if quick else 10, repeats=1),
+        "memory": memory_unload.Sizes(cycles=500 if full else 60 if quick else 10, repeats=1),
         "holding": holding.Sizes(requests=500 if not mode == "smoke" else 50,
                                  load_delay=3.0 if full else 2.0 if quick else 1.0,
                                  low_wait=0.5, repeats=r),
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the entry point working in tests")
-    parser.add_argument("--repeats", type=int, default=None, help="repeated runs per figure (full 3, quick 2, smoke 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeated runs per figure (full 3, quick and smoke 1)")
     parser.add_argument("--only", default=",".join(COMPARISONS), help=f"comma-separated subset of {','.join(COMPARISONS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md and img/ (default docs/)")
     args = parser.parse_args(argv)

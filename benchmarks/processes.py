@@ -27,11 +27,14 @@ def free_port() -> int:
 
 
 def find_tool(name: str) -> str | None:
-    """A peer's executable: in $MODELPLEX_BENCH_PEER_BIN, this Python's bin folder, or on PATH."""
-    folders = [os.environ.get(PEER_BIN_ENV, ""), str(DEFAULT_PEER_BIN), str(Path(sys.executable).parent)]
-    for folder in filter(None, folders):
-        if (Path(folder) / name).exists():
-            return str(Path(folder) / name)
+    """A peer's executable: in $MODELPLEX_BENCH_PEER_BIN when set (only there), else in /work/venv-peers/bin,
+    this Python's bin folder, or on PATH."""
+    if os.environ.get(PEER_BIN_ENV):
+        path = Path(os.environ[PEER_BIN_ENV]) / name
+        return str(path) if path.exists() else None
+    for folder in (DEFAULT_PEER_BIN, Path(sys.executable).parent):
+        if (folder / name).exists():
+            return str(folder / name)
     return shutil.which(name)
 
 

@@ -90,7 +90,7 @@ def render_page(sections: list[Section], command: str, started: float, img_prefi
         "pins `huggingface_hub<2` and `rich<14` and would downgrade both in the runtime's environment:",
         "",
         "    python -m venv /work/venv-peers && /work/venv-peers/bin/pip install 'litellm[proxy]' vllm-router",
-        "    export MODELPLEX_BENCH_PEER_BIN=/work/venv-peers/bin   # the default; else this Python's bin or PATH",
+        "    export MODELPLEX_BENCH_PEER_BIN=/work/venv-peers/bin   # optional: that folder is the default, then this Python's bin, then PATH",
         "",
         "A peer that is missing or fails to start is recorded in its section with the error; the rest still run.",
         "",

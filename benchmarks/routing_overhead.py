@@ -200,6 +200,12 @@ def section(results: dict[str, dict[str, Any]], sizes: Sizes, img_dir: Path) -> 
         sec.table(f"**Backend: {backend}**", ["conc.", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
                                                "added stream TTFB p50 ms", "req/s", "router CPU s / 1000 req",
                                                "errors"], rows)
+    if max(sizes.concurrency) >= 64:
+        sec.notes.append(
+            "At concurrency 64 the load generator, the proxy and the single-process backend share 2 cores and the "
+            "direct path itself queues (its p50 rises by an order of magnitude), so *added* latency there can be "
+            "negative and says little about the proxy; read req/s and CPU per request at that level. The cause "
+            "of the direct path's collapse at 64 connections (client or backend) was not investigated.")
     stub = results.get("stub") or next(iter(results.values()))
     sec.goals += goals(stub["runs"], sizes)
     name = "routing_overhead.png"

@@ -97,7 +97,10 @@ def section(model_dir: Path, sizes: Sizes, img_dir: Path) -> Section:
         "The split comes from a runtime started the same way by hand: *process start* = spawn until `/health` "
         "answers (interpreter, FastAPI, uvicorn); *imports* = `import modelplex_runtime.engine.loader` (torch, "
         "transformers) in a fresh interpreter; *weight load* = the runtime's `load_seconds` minus the imports "
-        "(the runtime imports torch on its load thread); *first token* = the first request after `/ready`.",
+        "(the runtime imports torch on its load thread); *first token* = the first request after `/ready`. The "
+        "weight-load slice is an upper bound: besides reading the weights it holds whatever `load_seconds` "
+        "covers after the loader's import (transformers' lazily imported model code, the tokenizer, engine "
+        "set-up), so *beyond the weight load* below is a lower bound.",
     ]
     def col(key: str) -> list[float]:
         return [r[key] for r in runs]

@@ -15,8 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelplex_router.auth import KeysFileError, Principal, visible
 from modelplex_router.backend import ModelBackend
-from modelplex_router.errors import BadRequest, RouterError, UpstreamError, error_body
+from modelplex_router.coordinator import ModelCoordinator
+from modelplex_router.errors import BadRequest, ModelNotFound, RouterError, UpstreamError, error_body
+from modelplex_router.guard import AccessGuard, audit
+from modelplex_router.key_source import KeySource
+from modelplex_router.limits import Admission
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.proxy import Forwarder
 from modelplex_router.router import CatalogSource, ModelRouter
@@ -34,8 +39,7 @@ def _error_response(err: RouterError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body) if body else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -43,6 +47,16 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object")
     return payload
+
+
+def _json_body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_MODEL_ID_BODY = _json_body({"model_id": {"type": "string"}}, ["model_id"])
 
 
 def create_app(
@@ -60,6 +74,19 @@ def create_app(
         if not settings.config_file:
             raise ValueError("no models: give a config or settings.config_file")
         config = load_config_file(settings.config_file, settings.default_model_id)
+    keys = KeySource(
+        settings.api_keys_file,
+        settings.api_key.get_secret_value() if settings.api_key else None,
+        settings.keys_check_interval,
+    )
+    if keys.ring.open:
+        if settings.require_api_keys:
+            raise KeysFileError("API keys are required (--require-api-keys) but none are configured")
+        log.warning(
+            "NO API KEYS CONFIGURED: anyone who reaches this router can use and unload every model; "
+            "set MODELPLEX_ROUTER_API_KEYS_FILE or MODELPLEX_ROUTER_API_KEY (see docs/security.md)"
+        )
+    guard = AccessGuard(settings, keys)
     metrics = RouterMetrics()
     router = ModelRouter(config, backend, settings, metrics, catalog_source)
     client = httpx.AsyncClient(
@@ -87,6 +114,28 @@ def create_app(
     app.state.router = router
     app.state.metrics = metrics
     app.state.backend = backend
+    app.state.guard = guard
+
+    def hidden_or_unknown(principal: Principal, requested: object) -> ModelNotFound:
+        """The same 404 for a model that does not exist and one the key may not see: names do not leak."""
+        ids = ["default"] if principal.can_use(router.default_id) else []
+        ids += visible(principal, router.catalog.ids)
+        return ModelNotFound(
+            f"The model {requested!r} does not exist. Available models: {', '.join(ids) or '(none)'}"
+        )
+
+    def resolve_for(principal: Principal, requested: object) -> ModelCoordinator:
+        try:
+            coord = router.resolve(requested)
+        except ModelNotFound:
+            raise hidden_or_unknown(principal, requested) from None
+        if not principal.can_use(coord.api_id):
+            raise hidden_or_unknown(principal, requested)
+        return coord
+
+    def lookup_for(principal: Principal, model_id: str) -> ModelCoordinator | None:
+        coord = router.lookup(model_id)
+        return coord if coord is not None and principal.can_use(coord.api_id) else None
 
     @app.exception_handler(RouterError)
     async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
@@ -116,8 +165,11 @@ def create_app(
         path = request.url.path
         started = time.perf_counter()
         model_label = "unknown"
+        admission: Admission | None = None
 
         def finish(code: int) -> None:
+            if admission is not None:
+                admission.release()
             elapsed = time.perf_counter() - started
             metrics.requests_total.labels(model=model_label, code=str(code)).inc()
             metrics.request_duration.labels(model=model_label).observe(elapsed)
@@ -132,15 +184,17 @@ def create_app(
             )
 
         try:
-            body = await request.body()
+            principal = guard.principal(request)
+            body = await guard.read_body(request)
             try:
                 payload = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise BadRequest(f"the request body is not valid JSON: {exc}") from None
             if not isinstance(payload, dict):
                 raise BadRequest("the request body must be a JSON object")
-            coord = router.resolve(payload.get("model"))
+            coord = resolve_for(principal, payload.get("model"))
             model_label = coord.api_id
+            admission = guard.admit(principal, coord.api_id, payload)
             # The runtime serves the model under its API id; re-serialise only when the name differs.
             if payload.get("model") != coord.api_id:
                 payload["model"] = coord.api_id
@@ -162,17 +216,28 @@ def create_app(
         except RouterError as err:
             finish(err.status_code)
             return _error_response(err)
+        except BaseException:
+            if admission is not None:
+                admission.release()
+            raise
 
     for proxied in PROXIED_PATHS:
-        app.add_api_route(proxied, proxy, methods=["POST"], include_in_schema=False)
+        # In the schema (for clients and fuzzers) as "a JSON object naming a model"; the runtime
+        # validates the rest.
+        app.add_api_route(
+            proxied, proxy, methods=["POST"], openapi_extra=_json_body({"model": {"type": "string"}})
+        )
 
     def _model_card(model_id: str) -> dict[str, Any]:
         return {"id": model_id, "object": "model", "created": router.created, "owned_by": "local"}
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        data = [_model_card("default")]
+    async def list_models(request: Request) -> dict[str, Any]:
+        principal = guard.principal(request)
+        data = [_model_card("default")] if principal.can_use(router.default_id) else []
         for coord in router.coordinators.values():
+            if not principal.can_use(coord.api_id):
+                continue
             card = _model_card(coord.api_id)
             card["status"] = coord.status
             if coord.status == "failed" and coord.error:
@@ -180,12 +245,13 @@ def create_app(
             data.append(card)
         return {"object": "list", "data": data}
 
-    async def _management_target(request: Request) -> tuple[str, Any]:
-        payload = await _json_object(request)
+    async def _management_target(request: Request) -> tuple[Principal, str, ModelCoordinator | None]:
+        principal = guard.principal(request)
+        payload = _json_object(await guard.read_body(request))
         model_id = payload.get("model_id")
         if not isinstance(model_id, str) or not model_id:
-            raise BadRequest('the request body needs "model_id": an id, alias or "default"')
-        return model_id, router.lookup(model_id)
+            raise BadRequest('the request body needs "model_id": an id, alias or "default"', param="model_id")
+        return principal, model_id, lookup_for(principal, model_id)
 
     def _status_reply(model_id: str, status: str, error: str | None = None) -> dict[str, Any]:
         reply: dict[str, Any] = {"model_id": model_id, "status": status}
@@ -193,53 +259,66 @@ def create_app(
             reply["error"] = error
         return reply
 
-    @app.post("/v1/models/status")
+    @app.post("/v1/models/status", openapi_extra=_MODEL_ID_BODY)
     async def model_status(request: Request) -> dict[str, Any]:
-        model_id, coord = await _management_target(request)
+        _principal, model_id, coord = await _management_target(request)
         if coord is None:
             return _status_reply(model_id, "not_found")
         return _status_reply(model_id, coord.status, coord.error if coord.status == "failed" else None)
 
-    @app.post("/v1/models/unload")
+    @app.post("/v1/models/unload", openapi_extra=_MODEL_ID_BODY)
     async def unload_model(request: Request) -> dict[str, Any]:
-        model_id, coord = await _management_target(request)
+        principal, model_id, coord = await _management_target(request)
         if coord is None:
             return _status_reply(model_id, "not_found")
+        guard.require_manage(principal, "unload", coord.api_id)
         try:
             status = await coord.unload(reason="request")
         except Exception as exc:
             log.exception("unloading %s failed", coord.api_id)
+            audit(principal, "unload", coord.api_id, "internal_error")
             return _status_reply(model_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        audit(principal, "unload", coord.api_id, status)
         return _status_reply(model_id, status)
 
-    @app.post("/v1/models/reload")
+    @app.post("/v1/models/reload", openapi_extra=_MODEL_ID_BODY)
     async def reload_model(request: Request) -> dict[str, Any]:
-        model_id, coord = await _management_target(request)
+        principal, model_id, coord = await _management_target(request)
         if coord is None:
             return _status_reply(model_id, "not_found")
+        guard.require_manage(principal, "reload", coord.api_id)
         try:
             await coord.load()
         except RouterError as err:
+            audit(principal, "reload", coord.api_id, "internal_error")
             return _status_reply(model_id, "internal_error", err.message)
         except Exception as exc:
             log.exception("reloading %s failed", coord.api_id)
+            audit(principal, "reload", coord.api_id, "internal_error")
             return _status_reply(model_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        audit(principal, "reload", coord.api_id, coord.status)
         return _status_reply(model_id, coord.status)
 
     @app.get("/v1/models/default")
-    async def get_default() -> dict[str, Any]:
-        return {"model_id": router.default_id}
+    async def get_default(request: Request) -> dict[str, Any]:
+        principal = guard.principal(request)
+        return {"model_id": router.default_id if principal.can_use(router.default_id) else None}
 
-    @app.post("/v1/models/default")
+    @app.post("/v1/models/default", openapi_extra=_MODEL_ID_BODY)
     async def set_default(request: Request) -> dict[str, Any]:
-        model_id, coord = await _management_target(request)
+        principal, model_id, coord = await _management_target(request)
         if coord is None:
-            raise router.not_found(model_id)
+            raise hidden_or_unknown(principal, model_id)
+        guard.require_manage(principal, "set_default", coord.api_id)
         router.set_default(coord.api_id)
+        audit(principal, "set_default", coord.api_id, "ok")
         return {"model_id": router.default_id}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        if not guard.ring.open:
+            # Probes need no key, so with keys configured the model names stay out of this answer.
+            return {"status": "ok"}
         return {"status": "ok", "models": {c.api_id: c.status for c in router.coordinators.values()}}
 
     @app.get("/metrics")

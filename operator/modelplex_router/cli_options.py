@@ -37,6 +37,17 @@ def add_router_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="command starting one runtime (default: python -m modelplex_runtime)",
     )
+    parser.add_argument(
+        "--api-keys-file",
+        default=None,
+        help="JSON file of API keys and their scopes, re-read when it changes (docs/security.md)",
+    )
+    parser.add_argument(
+        "--require-api-keys",
+        action="store_true",
+        default=None,
+        help="refuse to start without API keys instead of serving openly",
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-text", action="store_true", help="plain text logs instead of JSON lines")
 
@@ -63,6 +74,8 @@ def settings_from_args(
         "max_wait_seconds",
         "max_waiting_per_model",
         "drain_grace_seconds",
+        "api_keys_file",
+        "require_api_keys",
         "log_level",
     ):
         value = getattr(args, name, None)

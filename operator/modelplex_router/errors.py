@@ -12,13 +12,16 @@ class RouterError(Exception):
     error_type = "server_error"
     code: str | None = "internal_error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.param = param
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.error_type, self.code)
+        return error_body(self.message, self.error_type, self.code, self.param)
 
 
 class ModelNotFound(RouterError):
@@ -31,6 +34,30 @@ class BadRequest(RouterError):
     status_code = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class Unauthorized(RouterError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(RouterError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class PayloadTooLarge(RouterError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(RouterError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class TooManyWaiting(RouterError):
@@ -59,5 +86,7 @@ class UpstreamError(RouterError):
     """True when the request never reached the runtime (connection refused)."""
 
 
-def error_body(message: str, error_type: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+def error_body(
+    message: str, error_type: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

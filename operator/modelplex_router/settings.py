@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,25 @@ class RouterSettings(BaseSettings):
         ge=0,
         description="Kubernetes: seconds between re-reads of the MultiModels (added, removed, changed "
         "models); 0 = read once at start.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="JSON keys file (a mounted Secret on a cluster), re-read when it changes; see docs/security.md.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="One extra key named 'admin' that may use and manage every model."
+    )
+    require_api_keys: bool = Field(
+        default=False, description="Refuse to start without keys (instead of serving openly with a warning)."
+    )
+    keys_check_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks of the keys file for changes."
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_messages: int = Field(default=1024, ge=1, description="More chat messages in a request get 400.")
+    max_images: int = Field(default=16, ge=0, description="More image parts in a request get 400.")
+    max_input_chars: int = Field(
+        default=2_000_000, ge=1, description="More characters of text input in a request get 400."
     )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)

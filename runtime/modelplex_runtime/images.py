@@ -44,16 +44,12 @@ def fetch_image_bytes(url: str, allow_remote: bool, timeout: float = 10.0) -> by
                 "send the image as a data: URL",
                 param="messages",
             )
-        import httpx
+        from modelplex_runtime.remote_fetch import FetchRefused, fetch
 
         try:
-            resp = httpx.get(url, timeout=timeout, follow_redirects=True)
-            resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise bad_request(f"could not fetch image {url!r}: {exc}", param="messages") from exc
-        if len(resp.content) > MAX_IMAGE_BYTES:
-            raise bad_request(f"image {url!r} exceeds {MAX_IMAGE_BYTES} bytes", param="messages")
-        return resp.content
+            return fetch(url, MAX_IMAGE_BYTES, timeout)
+        except FetchRefused as exc:
+            raise bad_request(str(exc), param="messages") from None
     raise bad_request("image_url must be a data: URL (or http(s) when remote images are enabled)", param="messages")
 
 

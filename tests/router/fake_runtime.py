@@ -50,6 +50,14 @@ def _behaviour(name: str) -> dict[str, Any]:
 def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
     app = FastAPI()
     started = time.monotonic()
+
+    @app.exception_handler(KeyError)
+    @app.exception_handler(TypeError)
+    @app.exception_handler(ValueError)
+    async def _malformed(_request: Request, exc: Exception) -> JSONResponse:
+        # The real runtime validates bodies and answers 400; so does the fake (fuzzed bodies reach it).
+        message = f"invalid request (fake runtime): {type(exc).__name__}"
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=400)
     load_delay = float(behaviour.get("load_delay", 0))
     token_delay = float(behaviour.get("token_delay", 0))
     n_tokens = int(behaviour.get("tokens", 5))

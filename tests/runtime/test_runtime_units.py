@@ -178,3 +178,21 @@ async def test_event_pump_delivers_in_order_from_another_thread() -> None:
     threading.Thread(target=produce).start()
     got = [[await queues[q].get() for _ in range(50)] for q in (0, 1)]
     assert got == [list(range(0, 100, 2)), list(range(1, 100, 2))]
+
+
+def test_a_tiny_top_p_still_keeps_the_top_token() -> None:
+    # 5e-324 rounds to 0.0 in float32; schemathesis found that it dropped every token (NaN probabilities).
+    import torch
+
+    from modelplex_runtime.engine.sampling import make_generator, sample_row
+    from modelplex_runtime.engine_api import SamplingParams
+
+    params = SamplingParams(max_tokens=1, top_p=5e-324, seed=1)
+    logits = torch.tensor([0.1, 3.0, 0.2, -1.0])
+    assert sample_row(logits, params, make_generator(params)) == 1
+
+
+def test_an_empty_prompt_is_a_400() -> None:
+    with pytest.raises(APIError) as info:
+        protocol.check_context(0, None, 128)
+    assert info.value.status == 400 and "empty" in info.value.message

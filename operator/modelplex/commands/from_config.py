@@ -48,5 +48,11 @@ def run(args: argparse.Namespace) -> int:
         config_file=str(args.file),
         default_model_id=args.default_model_id,
     )
-    run_router(settings, config)
+    try:
+        run_router(settings, config)
+    except ConfigError as exc:  # an unusable keys file
+        print("modelplex: cannot start the router:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
     return 0

@@ -65,5 +65,10 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"modelplex: {problem}", file=sys.stderr)
         return 2
-    run_router(settings_from_args(args), config)
+    try:
+        run_router(settings_from_args(args), config)
+    except ConfigError as exc:  # an unusable keys file
+        for problem in exc.problems:
+            print(f"modelplex: {problem}", file=sys.stderr)
+        return 2
     return 0

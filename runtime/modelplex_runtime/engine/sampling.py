@@ -28,8 +28,10 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     if params.top_p < 1.0:
         sorted_scores, order = torch.sort(scores, descending=True)
         probs = torch.softmax(sorted_scores, dim=-1)
-        # drop tokens once the mass before them already reaches top_p (the top token always stays)
+        # drop tokens once the mass before them already reaches top_p
         drop = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
+        # A top_p below float32's smallest value rounds to 0 and would drop every token (found by fuzzing).
+        drop[0] = False
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(0, order, sorted_scores)
     probs = torch.softmax(scores, dim=-1)
