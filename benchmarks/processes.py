@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -119,3 +119,18 @@ def child_port(parent: Proc) -> tuple[int, int] | None:
         if child.pid != parent.ps.pid and "--port" in argv:
             return child.pid, int(argv[argv.index("--port") + 1])
     return None
+
+
+def start_server(argv: Callable[[int], list[str]], health_path: str, timeout: float,
+                 env: dict[str, str] | None = None, cwd: str | None = None) -> Proc:
+    """Start a server on a free loopback port (``argv(port)``) and wait until ``health_path`` answers 200;
+    a server that never does is stopped before the error propagates."""
+    port = free_port()
+    proc = Proc(argv(port), env=env, cwd=cwd)
+    proc.url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_http(proc.url + health_path, timeout)
+    except Exception:
+        proc.stop()
+        raise
+    return proc

@@ -19,7 +19,7 @@ import httpx
 
 from benchmarks import plots
 from benchmarks.loadgen import run_load
-from benchmarks.processes import Proc, child_port, find_tool, free_port
+from benchmarks.processes import Proc, child_port, find_tool, free_port, start_server
 from benchmarks.report import Section, fmt, median, spread
 
 PATHS = ("direct", "modelplex", "litellm", "vllm-router")
@@ -46,12 +46,10 @@ def stub_command(load_delay: float = 0.0) -> str:
 
 def start_modelplex(config: Path, extra: list[str]) -> Proc:
     """``modelplex from-config`` on a free port, listening (its models may still be loading)."""
-    port = free_port()
-    proc = Proc([sys.executable, "-m", "modelplex", "from-config", "--file", str(config), "-p", str(port),
-                 "--log-level", "WARNING", *extra], cwd=str(Path(__file__).resolve().parent.parent))
-    proc.url = f"http://127.0.0.1:{port}"
-    proc.wait_http(proc.url + "/health", 120)
-    return proc
+    return start_server(
+        lambda port: [sys.executable, "-m", "modelplex", "from-config", "--file", str(config), "-p", str(port),
+                      "--log-level", "WARNING", *extra],
+        "/health", 120, cwd=str(Path(__file__).resolve().parent.parent))
 
 
 def wait_loaded(url: str, timeout: float = 300) -> None:
@@ -79,32 +77,20 @@ def start_litellm(workdir: Path, backend_url: str) -> Proc:
         "litellm_settings:\n"
         "  telemetry: false\n"
     )
-    port = free_port()
-    proc = Proc([exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)], cwd=str(workdir),
-                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
-    proc.url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_http(proc.url + "/health/liveliness", 240)
-    except Exception:
-        proc.stop()
-        raise
-    return proc
+    return start_server(
+        lambda port: [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+        "/health/liveliness", 240, cwd=str(workdir),
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
 
 
 def start_vllm_router(backend_url: str) -> Proc:
     exe = find_tool("vllm-router")
     if exe is None:
         raise FileNotFoundError("vllm-router not installed (pip install vllm-router)")
-    port = free_port()
-    proc = Proc([exe, "--worker-urls", backend_url, "--host", "127.0.0.1", "--port", str(port),
-                 "--log-level", "warning", "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())])
-    proc.url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_http(proc.url + "/health", 60)
-    except Exception:
-        proc.stop()
-        raise
-    return proc
+    return start_server(
+        lambda port: [exe, "--worker-urls", backend_url, "--host", "127.0.0.1", "--port", str(port),
+                      "--log-level", "warning", "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())],
+        "/health", 60)
 
 
 def measure_backend(backend: str, sizes: Sizes, model_dir: Path | None) -> dict[str, Any]:

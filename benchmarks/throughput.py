@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import plots
 from benchmarks import runtime_throughput as rt
-from benchmarks.processes import Proc, free_port
+from benchmarks.processes import Proc, start_server
 from benchmarks.report import Section, median, spread
 
 SERVERS = ("modelplex runtime", "transformers serve", "transformers serve --continuous-batching")
@@ -41,16 +41,10 @@ class Sizes:
 
 def start_transformers_serve(model_dir: Path, continuous: bool) -> Proc:
     exe = str(Path(sys.executable).parent / "transformers")
-    port = free_port()
-    proc = Proc([exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                 "--log-level", "warning", *(["--continuous-batching"] if continuous else [])])
-    proc.url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_http(proc.url + "/health", 180)
-    except Exception:
-        proc.stop()
-        raise
-    return proc
+    return start_server(
+        lambda port: [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                      "--log-level", "warning", *(["--continuous-batching"] if continuous else [])],
+        "/health", 180)
 
 
 def _sweep(url: str, prompts: list[str], cfg: rt.Config, extra: dict[str, Any] | None) -> dict[int, dict[str, float]]:
