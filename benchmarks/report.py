@@ -28,7 +28,9 @@ class Section:
         self.tables.append((caption, header, rows))
 
     def render(self, img_prefix: str) -> str:
-        out = [f"## {self.title}", "", *self.intro, ""] if self.intro else [f"## {self.title}", ""]
+        out = [f"## {self.title}", ""]
+        for paragraph in self.intro:
+            out += [paragraph, ""]
         for name in self.plots:
             out += [f"![{self.title}]({img_prefix}{name})", ""]
         for caption, header, rows in self.tables:
@@ -40,7 +42,8 @@ class Section:
         out += [f"- {g}" for g in self.goals]
         if self.goals:
             out.append("")
-        out += self.notes
+        for paragraph in self.notes:
+            out += [paragraph, ""]
         return "\n".join(out).rstrip() + "\n"
 
 

@@ -45,7 +45,12 @@ def stub_command(load_delay: float = 0.0) -> str:
 
 
 def start_modelplex(config: Path, extra: list[str]) -> Proc:
-    """``modelplex from-config`` on a free port, listening (its models may still be loading)."""
+    """``modelplex from-config`` on a free port, listening (its models may still be loading).
+
+    Spare runtimes are off unless ``extra`` asks for them: the scale-from-zero comparison measures them;
+    elsewhere a warming spare would compete for the CPU being measured (and a stub cannot be one)."""
+    if "--spare-runtimes" not in extra:
+        extra = [*extra, "--spare-runtimes", "0"]
     return start_server(
         lambda port: [sys.executable, "-m", "modelplex", "from-config", "--file", str(config), "-p", str(port),
                       "--log-level", "WARNING", *extra],

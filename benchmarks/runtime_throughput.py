@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.sse_client import StreamingConnection, stream_completion
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Runtime throughput"
 
@@ -101,48 +103,43 @@ class Offline:
         return len(prompts) * self.max_tokens / elapsed
 
 
-async def _one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int,
-                       extra: dict[str, Any] | None = None) -> tuple[float, int]:
+def _body(prompt: str, max_tokens: int, extra: dict[str, Any] | None) -> dict[str, Any]:
     # peers without ``ignore_eos`` (transformers serve) pass extra={} and are credited the tokens they report
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, **({"ignore_eos": True} if extra is None else extra)}
-    started = time.perf_counter()
-    ttft = None
-    tokens = 0
-    async with client.stream("POST", "/v1/completions", json=body) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if ttft is None and chunk.get("choices") and chunk["choices"][0]["text"]:
-                ttft = time.perf_counter() - started
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    return (ttft if ttft is not None else time.perf_counter() - started), tokens
 
 
 async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens: int,
                      extra: dict[str, Any] | None = None) -> dict[str, float]:
+    """Stream every prompt through ``concurrency`` simulated users (one connection each); tokens/s over
+    the whole run, and time-to-first-token percentiles. The load generator is ``sse_client`` (lean, so
+    it takes little of the CPU it shares with the server)."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for p in prompts:
         queue.put_nowait(p)
     ttfts: list[float] = []
     total = 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal total
-        while not queue.empty():
-            ttft, n = await _one_request(client, queue.get_nowait(), max_tokens, extra)
-            ttfts.append(ttft)
-            total += n
+        conn = StreamingConnection(url)
+        try:
+            while not queue.empty():
+                ttft, n, elapsed = await asyncio.wait_for(
+                    stream_completion(conn, _body(queue.get_nowait(), max_tokens, extra)), 600)
+                ttfts.append(ttft if ttft is not None else elapsed)
+                total += n
+        finally:
+            await conn.close()
 
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        await _one_request(client, prompts[0], 2, extra)  # warm-up
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    warm = StreamingConnection(url)
+    try:
+        await stream_completion(warm, _body(prompts[0], 2, extra))
+    finally:
+        await warm.close()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
     ttfts.sort()
     return {"tps": total / wall, "ttft_p50": statistics.median(ttfts),
             "ttft_p99": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))], "requests": len(ttfts)}
@@ -235,7 +232,8 @@ def render(result: dict[str, Any], command: str) -> str:
         f"Process start to `/ready`: {result['start_to_ready_s']:.2f} s (model load {result['model_load_s']:.2f} s).",
         "",
         "Served requests stream (SSE), so served figures include the runtime's per-token HTTP work and the "
-        "benchmark client's parsing, both on the same cores as the model; the offline baselines have neither.",
+        "load generator's (`benchmarks/sse_client.py`, a lean asyncio HTTP/1.1 client), both on the same cores as "
+        "the model; the offline baselines have neither.",
         "",
         f"- Goal: concurrency {top} >= 80% of offline batched: {ratio_top:.0%} -> {'met' if ratio_top >= 0.8 else 'NOT met'}.",
         f"- Goal: concurrency {min(served)} within 10% of the bare loop: {ratio_one:.0%} -> "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelplex_router.auth import KeysFileError, Principal, visible
-from modelplex_router.backend import ModelBackend
+from modelplex_router.backend import ModelBackend, Prestarting
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.errors import BadRequest, ModelNotFound, RouterError, UpstreamError, error_body
 from modelplex_router.guard import AccessGuard, audit
@@ -102,6 +103,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("router serving %s (default %s)", ", ".join(router.catalog.ids), router.default_id)
+        if isinstance(backend, Prestarting):
+            metrics.track_spares(lambda: backend.spare_count)
+            await backend.start()
         await router.start()
         try:
             yield
@@ -200,19 +204,29 @@ def create_app(
                 payload["model"] = coord.api_id
                 body = json.dumps(payload).encode()
             url = coord.try_acquire()
-            if url is None:
-                if payload.get("stream") is True:
-                    coord.check_can_wait()  # a 429 must come before any byte of the stream
-                    return forwarder.held_stream(coord, path, body, finish)
-                url = await coord.acquire()
-            try:
-                return await forwarder.forward(coord, url, path, body, finish)
-            except UpstreamError as err:
-                if not err.retryable:
-                    raise
-                # The runtime died before the monitor noticed: load it again, as for an unloaded model.
-                url = await coord.acquire()
-                return await forwarder.forward(coord, url, path, body, finish)
+            if url is None and payload.get("stream") is True:
+                coord.check_can_wait()  # a 429 must come before any byte of the stream
+                return forwarder.held_stream(coord, path, body, finish)
+
+            async def serve(url: str | None) -> Response:
+                if url is None:
+                    url = await coord.acquire()
+                try:
+                    return await forwarder.forward(coord, url, path, body, finish)
+                except UpstreamError as err:
+                    if not err.retryable:
+                        raise
+                    # The runtime died before the monitor noticed: load it again, as for an unloaded model.
+                    url = await coord.acquire()
+                    return await forwarder.forward(coord, url, path, body, finish)
+
+            if payload.get("stream") is True:
+                return await serve(url)  # a stream's response watches for the client itself
+            response = await until_client_leaves(request, serve(url))
+            if response is None:
+                finish(499)
+                return Response(status_code=499)
+            return response
         except RouterError as err:
             finish(err.status_code)
             return _error_response(err)
@@ -326,3 +340,24 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+async def until_client_leaves(request: Request, work: Coroutine[Any, Any, Response]) -> Response | None:
+    """Run ``work`` (a non-streamed request: waiting for a load, then for the whole answer); None when
+    the client disconnects first. ``work`` is then cancelled, which closes the upstream connection, so
+    the runtime stops generating for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()

@@ -27,6 +27,10 @@ in ``kube_backend.py``):
 * ``close`` stops every runtime the backend started (local) or releases clients (Kubernetes; there the
   Deployments outlive the router, so ``close`` must NOT scale them down).
 
+Optional capability, for backends that start work ahead of the first request: ``Prestarting``. Its
+``start`` is called once when the router starts (the local backend starts its spare runtimes there);
+``spare_count`` says how many are waiting now.
+
 Optional capability, for backends shared by several router replicas (Kubernetes): ``UsageRecorder``.
 Its ``note_used`` records that this replica used a model, for the others to see; the shared record
 comes back in ``BackendObservation.last_used``, so a replica does not idle-unload a model another one
@@ -98,4 +102,18 @@ class UsageRecorder(Protocol):
     async def note_used(self, api_id: str) -> None:
         """Record a use of the model for every replica to see. Cheap when called often: the backend
         throttles the writes itself, and ``BackendObservation.last_used`` allows for that throttle."""
+        ...
+
+
+@runtime_checkable
+class Prestarting(Protocol):
+    """Optional: a backend that prepares runtimes before any model is asked for (local spare runtimes)."""
+
+    async def start(self) -> None:
+        """Begin the preparation; returns at once."""
+        ...
+
+    @property
+    def spare_count(self) -> int:
+        """Runtimes prepared and waiting for a model now."""
         ...

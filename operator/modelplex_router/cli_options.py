@@ -38,6 +38,12 @@ def add_router_options(parser: argparse.ArgumentParser) -> None:
         help="command starting one runtime (default: python -m modelplex_runtime)",
     )
     parser.add_argument(
+        "--spare-runtimes",
+        type=int,
+        default=None,
+        help="runtimes kept started ahead (torch imported) for fast cold starts; 0 = off (1)",
+    )
+    parser.add_argument(
         "--api-keys-file",
         default=None,
         help="JSON file of API keys and their scopes, re-read when it changes (docs/security.md)",
@@ -74,6 +80,7 @@ def settings_from_args(
         "max_wait_seconds",
         "max_waiting_per_model",
         "drain_grace_seconds",
+        "spare_runtimes",
         "api_keys_file",
         "require_api_keys",
         "log_level",

@@ -2,6 +2,12 @@
 
 Each runtime runs in its own process group (so stopping it also ends anything it spawned) and, on
 Linux, gets PR_SET_PDEATHSIG so it dies with the router even if the router is SIGKILLed.
+
+Spare runtimes (``spares`` > 0) take the cold start's fixed costs off the request path: a spare is a
+runtime started with ``--spare`` ahead of time, which imports torch and transformers and rehearses a
+load, then waits for its model on stdin (``modelplex_runtime.spare``). ``ensure_started`` hands the
+model to a waiting spare when there is one and starts a fresh process otherwise; the pool is topped up
+once the handed-over model has loaded, so the refill does not compete with that load for the CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -48,15 +55,29 @@ def _rss_bytes(pid: int) -> int | None:
         return None
 
 
+# A spare that exits on its own this many times in a row (a runtime command without --spare, a broken
+# environment) turns the pool off: cold starts still work, and the log says why.
+_SPARE_FAILURES_BEFORE_GIVING_UP = 3
+# What a spare prints on stdout once warm (the protocol of modelplex_runtime.spare, which the router may
+# not import).
+_SPARE_READY_LINE = b"modelplex-spare-ready"
+
+
 @dataclass
 class _Runtime:
     process: asyncio.subprocess.Process
     url: str
     started_at: float
+    label: str
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
     ready: bool = False
     stopping: bool = False
+    warm: bool = False  # a spare that has finished warming up
     pump: asyncio.Task[None] | None = None
+    stdout_pump: asyncio.Task[None] | None = None
+    # Set by every line the runtime writes: a runtime logs when its model is ready, so the readiness
+    # poll can look at once instead of waiting out its back-off.
+    activity: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def running(self) -> bool:
@@ -70,10 +91,18 @@ class _Runtime:
 
 
 class LocalProcessBackend:
-    """Runs ``runtime_command --host H --port P --model-json J --served-model-name ID`` per model."""
+    """Runs ``runtime_command --host H --port P --model-json J --served-model-name ID`` per model.
+
+    With ``spares`` > 0 it also keeps that many ``runtime_command --host H --spare`` processes waiting
+    (see the module docstring); ``start`` fills the pool, ``close`` empties it.
+    """
 
     def __init__(
-        self, runtime_command: list[str], host: str = "127.0.0.1", env: dict[str, str] | None = None
+        self,
+        runtime_command: list[str],
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        spares: int = 0,
     ) -> None:
         self._command = list(runtime_command)
         self._host = host
@@ -81,6 +110,15 @@ class LocalProcessBackend:
         self._runtimes: dict[str, _Runtime] = {}
         self._failures: dict[str, str] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False)
+        self._spare_target = spares
+        self._spares: list[_Runtime] = []
+        self._spare_failures = 0
+        self._refill: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start the spare runtimes (returns at once; they warm up in the background)."""
+        self._schedule_refill()
 
     async def ensure_started(self, api_id: str, entry: ModelEntry) -> None:
         rt = self._runtimes.get(api_id)
@@ -89,19 +127,38 @@ class LocalProcessBackend:
         if rt is not None:
             await self._reap(api_id, rt, grace=0)
         port = _free_port(self._host)
-        args = [
-            *self._command,
-            "--host", self._host,
-            "--port", str(port),
-            "--model-json", entry.model_dump_json(exclude_none=True),
-            "--served-model-name", api_id,
-        ]  # fmt: skip
-        log.info("starting runtime for %s on port %d", api_id, port, extra={"model": api_id, "port": port})
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *args,
+        entry_json = entry.model_dump_json(exclude_none=True)
+        rt = await self._hand_to_spare(api_id, entry_json, port)
+        if rt is None:
+            log.info(
+                "starting runtime for %s on port %d", api_id, port, extra={"model": api_id, "port": port}
+            )
+            process = await self._spawn(
+                [
+                    "--host",
+                    self._host,
+                    "--port",
+                    str(port),
+                    "--model-json",
+                    entry_json,
+                    "--served-model-name",
+                    api_id,
+                ],
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
+            )
+            rt = self._track(process, f"http://{self._host}:{port}", api_id)
+        self._runtimes[api_id] = rt
+        self._failures.pop(api_id, None)
+
+    async def _spawn(
+        self, args: list[str], stdin: int, stdout: int = asyncio.subprocess.DEVNULL
+    ) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self._command,
+                *args,
+                stdin=stdin,
+                stdout=stdout,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
@@ -109,27 +166,122 @@ class LocalProcessBackend:
             )
         except OSError as exc:
             raise BackendLoadError(f"cannot start the runtime ({' '.join(self._command)}): {exc}") from exc
-        rt = _Runtime(process=process, url=f"http://{self._host}:{port}", started_at=time.monotonic())
-        rt.pump = asyncio.create_task(self._pump_stderr(api_id, rt), name=f"stderr {api_id}")
-        self._runtimes[api_id] = rt
-        self._failures.pop(api_id, None)
 
-    async def _pump_stderr(self, api_id: str, rt: _Runtime) -> None:
+    def _track(self, process: asyncio.subprocess.Process, url: str, label: str) -> _Runtime:
+        rt = _Runtime(process=process, url=url, started_at=time.monotonic(), label=label)
+        rt.pump = asyncio.create_task(self._pump_stderr(rt), name=f"stderr {label}")
+        return rt
+
+    async def _hand_to_spare(self, api_id: str, entry_json: str, port: int) -> _Runtime | None:
+        """Give the model to a waiting spare; None when there is none (or it died meanwhile)."""
+        # A warm spare first; one still warming up is still ahead of a fresh process.
+        self._spares.sort(key=lambda spare: not spare.warm)
+        while self._spares:
+            rt = self._spares.pop(0)
+            if not rt.running:
+                self._note_spare_exit(rt)
+                continue
+            assert rt.process.stdin is not None
+            line = json.dumps({"model": json.loads(entry_json), "served_model_name": api_id, "port": port})
+            try:
+                rt.process.stdin.write(line.encode() + b"\n")
+                await rt.process.stdin.drain()
+                rt.process.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                await self._reap(rt.label, rt, grace=0)
+                self._note_spare_exit(rt)
+                continue
+            self._spare_failures = 0
+            rt.label, rt.url, rt.started_at = api_id, f"http://{self._host}:{port}", time.monotonic()
+            log.info(
+                "handing %s to spare runtime %d on port %d",
+                api_id, rt.process.pid, port,
+                extra={"model": api_id, "port": port, "pid": rt.process.pid},
+            )  # fmt: skip
+            return rt
+        return None
+
+    def _schedule_refill(self) -> None:
+        if self._closed or self._spare_target <= 0 or (self._refill is not None and not self._refill.done()):
+            return
+        self._refill = asyncio.create_task(self._fill_spares(), name="spare runtimes")
+
+    async def _fill_spares(self) -> None:
+        while not self._closed and len(self._spares) < self._spare_target:
+            if self._spare_failures >= _SPARE_FAILURES_BEFORE_GIVING_UP:
+                return
+            try:
+                process = await self._spawn(
+                    ["--host", self._host, "--spare"],
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            except BackendLoadError as exc:
+                log.warning("cannot start a spare runtime: %s", exc)
+                self._spare_failures = _SPARE_FAILURES_BEFORE_GIVING_UP
+                return
+            rt = self._track(process, "", "spare")
+            rt.stdout_pump = asyncio.create_task(self._watch_stdout(rt), name="stdout spare")
+            self._spares.append(rt)
+            log.info("started spare runtime %d", process.pid, extra={"pid": process.pid})
+
+    def _note_spare_exit(self, rt: _Runtime) -> None:
+        """A spare that ended before it was used: count it, and give up on spares after a few."""
+        self._spare_failures += 1
+        reason = rt.exit_reason()
+        if self._spare_failures >= _SPARE_FAILURES_BEFORE_GIVING_UP:
+            log.warning(
+                "spare runtimes turned off after %d failed starts; models start cold: %s",
+                self._spare_failures,
+                reason,
+            )
+        else:
+            log.warning("a spare runtime ended before it was used: %s", reason)
+
+    @property
+    def spare_count(self) -> int:
+        """Warm spare runtimes waiting now (for metrics)."""
+        return sum(1 for rt in self._spares if rt.running and rt.warm)
+
+    async def _watch_stdout(self, rt: _Runtime) -> None:
+        """Mark the spare warm when it says so; keep draining stdout after (a full pipe would block it)."""
+        assert rt.process.stdout is not None
+        while line := await rt.process.stdout.readline():
+            if line.strip() == _SPARE_READY_LINE:
+                rt.warm = True
+                log.info("spare runtime %d is warm", rt.process.pid, extra={"pid": rt.process.pid})
+
+    async def _pump_stderr(self, rt: _Runtime) -> None:
         """Keep the pipe drained (a full pipe would block the runtime) and the last lines for errors."""
         assert rt.process.stderr is not None
-        runtime_log = logging.getLogger(f"modelplex_router.runtime.{api_id}")
         while True:
             line = await rt.process.stderr.readline()
             if not line:
-                return
+                break
             text = line.decode("utf-8", "replace").rstrip()
             rt.stderr_tail.append(text)
-            runtime_log.debug("%s", text, extra={"model": api_id})
+            rt.activity.set()
+            logging.getLogger(f"modelplex_router.runtime.{rt.label}").debug(
+                "%s", text, extra={"model": rt.label}
+            )
+        # A spare that ends while still waiting in the pool failed (nothing stops a waiting spare but close).
+        self._close_stdin(rt)
+        await rt.process.wait()
+        if rt in self._spares:
+            self._spares.remove(rt)
+            self._note_spare_exit(rt)
+            self._schedule_refill()
 
     async def wait_ready(self, api_id: str, timeout_seconds: float) -> str:
         rt = self._runtimes.get(api_id)
         if rt is None:
             raise BackendLoadError("the runtime was not started")
+        try:
+            return await self._poll_ready(api_id, rt, timeout_seconds)
+        finally:
+            self._schedule_refill()
+
+    async def _poll_ready(self, api_id: str, rt: _Runtime, timeout_seconds: float) -> str:
         deadline = time.monotonic() + timeout_seconds
         delay = 0.05
         while True:
@@ -150,8 +302,12 @@ class LocalProcessBackend:
                 pass
             if time.monotonic() >= deadline:
                 raise BackendLoadError(f"the runtime was not ready within {timeout_seconds:g}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(rt.process.wait()), delay)
+            rt.activity.clear()
+            exited = asyncio.ensure_future(rt.process.wait())
+            spoke = asyncio.ensure_future(rt.activity.wait())
+            await asyncio.wait({exited, spoke}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            exited.cancel()
+            spoke.cancel()
             delay = min(delay * 1.5, 0.5)
 
     async def stop(self, api_id: str, grace_seconds: float) -> None:
@@ -176,12 +332,19 @@ class LocalProcessBackend:
                 )
         # Also kill anything left in the group (children of the runtime), then reap.
         self._signal_group(pid, signal.SIGKILL)
+        self._close_stdin(rt)
         await rt.process.wait()
         if rt.pump is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(rt.pump, 2.0)
         if self._runtimes.get(api_id) is rt:
             del self._runtimes[api_id]
+
+    @staticmethod
+    def _close_stdin(rt: _Runtime) -> None:
+        # asyncio's Process.wait() also waits for every pipe to close, the spare's stdin included.
+        if rt.process.stdin is not None and not rt.process.stdin.is_closing():
+            rt.process.stdin.close()
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -207,8 +370,15 @@ class LocalProcessBackend:
         return rt.process.pid if rt is not None and rt.running else None
 
     async def close(self) -> None:
+        self._closed = True
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refill
+        spares, self._spares = self._spares, []
         await asyncio.gather(
             *(self._reap(api_id, rt, grace=5.0) for api_id, rt in list(self._runtimes.items())),
+            *(self._reap(rt.label, rt, grace=2.0) for rt in spares),
             return_exceptions=True,
         )
         await self._http.aclose()

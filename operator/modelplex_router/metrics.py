@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -72,6 +74,15 @@ class RouterMetrics:
             ["model", "reason"],
             registry=r,
         )
+
+    def track_spares(self, count: Callable[[], int]) -> None:
+        """Export the number of spare runtimes waiting, read at scrape time."""
+        spares = Gauge(
+            "modelplex_spare_runtimes",
+            "Spare runtimes started ahead (torch imported, a load rehearsed), waiting for a model.",
+            registry=self.registry,
+        )
+        spares.set_function(count)
 
     def set_status(self, model: str, state: ModelState) -> None:
         current = api_status(state)

@@ -65,7 +65,11 @@ class Forwarder:
         self, coord: ModelCoordinator, url: str, path: str, body: bytes, finish: Finish
     ) -> Response:
         """Forward a request already counted in flight (``coord.acquire``)."""
-        upstream = await self._send(coord, url, path, body)
+        try:
+            upstream = await self._send(coord, url, path, body)
+        except asyncio.CancelledError:
+            coord.release()  # the client left before the runtime answered (see app.until_client_leaves)
+            raise
         content_type = upstream.headers.get("content-type", "application/json")
         if not content_type.startswith("text/event-stream"):
             try:

@@ -19,7 +19,9 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         return build_kube_backend(settings)
     from modelplex_router.local_backend import LocalProcessBackend
 
-    return LocalProcessBackend(settings.runtime_command, host=settings.runtime_host)
+    return LocalProcessBackend(
+        settings.runtime_command, host=settings.runtime_host, spares=settings.spare_runtimes
+    )
 
 
 def run(settings: RouterSettings, config: ModelplexConfig | None = None) -> None:

@@ -30,6 +30,14 @@ class RouterSettings(BaseSettings):
         description="Command starting one runtime (local backend); the router appends its flags.",
     )
     runtime_host: str = Field(default="127.0.0.1", description="Address local runtimes bind to.")
+    spare_runtimes: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="Local backend: runtimes started ahead with torch imported and a load rehearsed, each "
+        "handed the next model that loads (a cold start then costs little beyond the weights); 0 = off. "
+        "Each waiting spare holds about 400 MiB.",
+    )
     max_wait_seconds: float = Field(
         default=300.0, gt=0, description="How long a request waits for its model to load before a 503."
     )

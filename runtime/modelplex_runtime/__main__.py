@@ -9,34 +9,60 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+if TYPE_CHECKING:
+    from modelplex_runtime.settings import RuntimeSettings
+
 
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="modelplex-runtime", description="Serve one model over an OpenAI-compatible API.")
+    p = argparse.ArgumentParser(
+        prog="modelplex-runtime", description="Serve one model over an OpenAI-compatible API."
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--model-json", help="One model entry as JSON (config-file format).")
     p.add_argument("--model-file", help="A JSON file holding one model entry.")
-    p.add_argument("--served-model-name", help="Model id served (default: the entry's alias or pipeline name).")
+    p.add_argument(
+        "--served-model-name", help="Model id served (default: the entry's alias or pipeline name)."
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N.")
     p.add_argument("--max-batch-size", type=int, help="Most sequences decoded together (default 32).")
-    p.add_argument("--cpu-threads", type=int, help="Torch threads on CPU (default: all cores, but one for batches under 8).")
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        help="Torch threads on CPU (default: all cores, but one for batches under 8).",
+    )
     p.add_argument("--max-body-bytes", type=int, help="Request bodies above this get 413 (default 8 MiB).")
-    p.add_argument("--allow-remote-images", action="store_true", default=None, help="Fetch http(s) image URLs.")
-    p.add_argument("--shutdown-grace-seconds", type=float, help="How long SIGTERM waits for in-flight requests.")
+    p.add_argument(
+        "--allow-remote-images", action="store_true", default=None, help="Fetch http(s) image URLs."
+    )
+    p.add_argument(
+        "--shutdown-grace-seconds", type=float, help="How long SIGTERM waits for in-flight requests."
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--spare",
+        action="store_true",
+        default=None,
+        help="Start ahead of time: import torch, rehearse a load, then read the model as one JSON line on stdin "
+        '({"model": {...}, "served_model_name": "...", "port": N}).',
+    )
     args = vars(p.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
 
 
 def main(argv: list[str] | None = None) -> None:
+    from modelplex_runtime.logs import configure_logging
     from modelplex_runtime.settings import RuntimeSettings
 
     try:
         settings = RuntimeSettings(**parse_args(argv))
+        if settings.spare:
+            configure_logging(settings.log_level)
+            settings = _wait_as_spare(settings)
         entry = settings.load_entry()
     except (ValidationError, ValueError) as exc:
         print(f"modelplex-runtime: invalid configuration: {_one_line(exc)}", file=sys.stderr)
@@ -45,7 +71,6 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from modelplex_runtime.app import RuntimeDeps, create_app
-    from modelplex_runtime.logs import configure_logging
 
     configure_logging(settings.log_level)
     exit_code = {"code": 0}
@@ -74,10 +99,38 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exit_code["code"] or 1)
 
 
+def _wait_as_spare(settings: RuntimeSettings) -> RuntimeSettings:
+    """Pay the start-up costs now, then block until the parent names the model (see ``spare``)."""
+    import logging
+
+    import uvicorn  # noqa: F401  (imported ahead: it is on the path from hand-off to listening)
+
+    import modelplex_runtime.app  # noqa: F401
+    from modelplex_runtime.engine.prewarm import prewarm
+    from modelplex_runtime.spare import READY_LINE, apply_assignment, read_assignment
+
+    log = logging.getLogger("modelplex_runtime")
+    seconds = prewarm(settings.device)
+    log.info(
+        "spare runtime ready; waiting for a model on stdin", extra={"prewarm_seconds": round(seconds, 3)}
+    )
+    print(READY_LINE, flush=True)
+    line = read_assignment(sys.stdin.buffer)
+    if line is None:
+        log.info("stdin closed before a model was assigned; exiting")
+        raise SystemExit(0)
+    assigned = apply_assignment(settings, line)
+    log.info(
+        "spare runtime assigned a model", extra={"model": assigned.served_model_name, "port": assigned.port}
+    )
+    return assigned
+
+
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
     return str(exc)
 

@@ -33,7 +33,7 @@ from modelplex_runtime.metrics import RuntimeMetrics
 from modelplex_runtime.middleware import BodyTooLarge, RequestMiddleware
 from modelplex_runtime.pump import EventPump
 from modelplex_runtime.settings import RuntimeSettings
-from modelplex_runtime.sse import DONE, sse_event
+from modelplex_runtime.sse import DONE, ChunkFrames, sse_event
 from modelplex_spec import ModelEntry
 
 log = logging.getLogger("modelplex_runtime")
@@ -157,19 +157,45 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
             raise not_ready(f"model {served!r} is still loading")
         return state.engine
 
-    async def events(engine: Engine, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[TokenEvent]:
+    async def events(
+        engine: Engine, prompt_ids: list[int], params: SamplingParams, whole: bool = False
+    ) -> AsyncIterator[TokenEvent]:
+        """The generation's events on the event loop; ``whole`` (a non-streamed response) gathers the
+        text on the engine's thread and wakes the loop once, at the end, instead of once per token."""
         pump = pump_for_loop()
         queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         arrived = time.perf_counter()
         first_at: float | None = None
-        handle = engine.generate(prompt_ids, params, lambda ev: pump.post(queue, ev))
+
+        def on_token(ev: TokenEvent) -> None:
+            nonlocal first_at
+            if first_at is None and ev.completion_tokens > 0:
+                first_at = time.perf_counter()
+            pump.post(queue, ev)
+
+        parts: list[str] = []
+
+        def on_token_whole(ev: TokenEvent) -> None:
+            nonlocal first_at
+            if first_at is None and ev.completion_tokens > 0:
+                first_at = time.perf_counter()
+            parts.append(ev.text)
+            if ev.finish_reason is not None:
+                pump.post(queue, TokenEvent("".join(parts), ev.completion_tokens, ev.finish_reason, ev.error))
+
+        handle = engine.generate(prompt_ids, params, on_token_whole if whole else on_token)
         metrics.prompt_tokens.inc(len(prompt_ids))
         finished = False
+        ttft_observed = False
         try:
             while True:
                 ev = await queue.get()
-                if first_at is None and ev.completion_tokens > 0:
-                    first_at = time.perf_counter()
+                # Tokens that queued up while the loop was busy go out as one chunk: fewer frames to
+                # write (and for the client to parse) exactly when the server is behind.
+                while not queue.empty() and ev.finish_reason is None:
+                    ev = _merge_events(ev, queue.get_nowait())
+                if not ttft_observed and first_at is not None:
+                    ttft_observed = True
                     metrics.ttft.observe(first_at - arrived)
                 if ev.finish_reason is not None:
                     finished = True
@@ -278,7 +304,7 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
     async def chat(body: protocol.ChatCompletionRequest, request: Request) -> Any:
         engine, prompt_ids, params = await prepare_chat(body)
         rid = "chatcmpl-" + uuid.uuid4().hex
-        stream = events(engine, prompt_ids, params)
+        stream = events(engine, prompt_ids, params, whole=not body.stream)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(chat_sse(rid, stream, len(prompt_ids), include_usage), media_type="text/event-stream")
@@ -297,22 +323,23 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
     async def chat_sse(rid: str, stream: AsyncIterator[TokenEvent], prompt_len: int, include_usage: bool) -> AsyncIterator[bytes]:
         created_at = int(time.time())
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             payload: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created_at, "model": served,
                                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
             if include_usage:
                 payload["usage"] = None
-            return sse_event(payload)
+            return payload
 
-        yield chunk({"role": "assistant", "content": ""}, None)
+        content = ChunkFrames(chunk({"content": ChunkFrames.TEXT}, ChunkFrames.FINISH))
+        yield sse_event(chunk({"role": "assistant", "content": ""}, None))
         async for ev in stream:
             if ev.error:
                 yield sse_event(error_body(f"generation failed: {ev.error}", type="internal_error"))
                 break
             if ev.text:
-                yield chunk({"content": ev.text}, None)
+                yield content.frame(ev.text)
             if ev.finish_reason is not None:
-                yield chunk({}, ev.finish_reason)
+                yield sse_event(chunk({}, ev.finish_reason))
                 if include_usage:
                     yield sse_event({"id": rid, "object": "chat.completion.chunk", "created": created_at, "model": served,
                                      "choices": [], "usage": usage(prompt_len, ev.completion_tokens)})
@@ -337,7 +364,7 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
             n = protocol.check_context(len(prompt_ids), body.max_tokens, limit)
         params = protocol.sampling_params(body, n)
         rid = "cmpl-" + uuid.uuid4().hex
-        stream = events(engine, prompt_ids, params)
+        stream = events(engine, prompt_ids, params, whole=not body.stream)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(completion_sse(rid, stream, len(prompt_ids), include_usage), media_type="text/event-stream")
@@ -356,17 +383,18 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
 
     async def completion_sse(rid: str, stream: AsyncIterator[TokenEvent], prompt_len: int, include_usage: bool) -> AsyncIterator[bytes]:
         created_at = int(time.time())
+        payload: dict[str, Any] = {"id": rid, "object": "text_completion", "created": created_at, "model": served,
+                                   "choices": [{"index": 0, "text": ChunkFrames.TEXT, "logprobs": None,
+                                                "finish_reason": ChunkFrames.FINISH}]}
+        if include_usage:
+            payload["usage"] = None
+        frames = ChunkFrames(payload)
         async for ev in stream:
             if ev.error:
                 yield sse_event(error_body(f"generation failed: {ev.error}", type="internal_error"))
                 break
             if ev.text or ev.finish_reason is not None:
-                payload: dict[str, Any] = {"id": rid, "object": "text_completion", "created": created_at, "model": served,
-                                           "choices": [{"index": 0, "text": ev.text, "logprobs": None,
-                                                        "finish_reason": ev.finish_reason}]}
-                if include_usage:
-                    payload["usage"] = None
-                yield sse_event(payload)
+                yield frames.frame(ev.text, ev.finish_reason)
             if ev.finish_reason is not None and include_usage:
                 yield sse_event({"id": rid, "object": "text_completion", "created": created_at, "model": served,
                                  "choices": [], "usage": usage(prompt_len, ev.completion_tokens)})
@@ -429,3 +457,7 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
         return {"text": text}
 
     return app
+
+
+def _merge_events(first: TokenEvent, then: TokenEvent) -> TokenEvent:
+    return TokenEvent(first.text + then.text, then.completion_tokens, then.finish_reason, then.error)

@@ -13,22 +13,38 @@ from modelplex_spec import ModelEntry
 
 
 class RuntimeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELPLEX_RUNTIME_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="MODELPLEX_RUNTIME_", extra="ignore", protected_namespaces=()
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=0, le=65535)
     model_json: str | None = Field(default=None, description="One model entry as JSON.")
     model_file: str | None = Field(default=None, description="Path to a JSON file holding one model entry.")
-    served_model_name: str | None = Field(default=None, description="The model id served; defaults to the api_id.")
+    served_model_name: str | None = Field(
+        default=None, description="The model id served; defaults to the api_id."
+    )
     device: str = Field(default="auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
     max_batch_size: int = Field(default=32, ge=1, description="Most sequences decoded together.")
     cpu_threads: int | None = Field(
-        default=None, ge=1, description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8."
+        default=None,
+        ge=1,
+        description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8.",
     )
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    allow_remote_images: bool = Field(default=False, description="Fetch http(s) image_url parts (off: data: URLs only).")
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    allow_remote_images: bool = Field(
+        default=False, description="Fetch http(s) image_url parts (off: data: URLs only)."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    spare: bool = Field(
+        default=False,
+        description="Start as a spare: import torch, rehearse a load, then read the model (one JSON line) on stdin.",
+    )
 
     def load_entry(self) -> ModelEntry:
         """The model entry from model_json or model_file; ValueError with a readable reason."""
@@ -38,11 +54,15 @@ class RuntimeSettings(BaseSettings):
             try:
                 raw = Path(self.model_file).read_text(encoding="utf-8")
             except OSError as exc:
-                raise ValueError(f"cannot read model file {self.model_file!r}: {exc.strerror or exc}") from exc
+                raise ValueError(
+                    f"cannot read model file {self.model_file!r}: {exc.strerror or exc}"
+                ) from exc
         elif self.model_json:
             raw = self.model_json
         else:
-            raise ValueError("no model given: pass --model-json, --model-file or MODELPLEX_RUNTIME_MODEL_JSON")
+            raise ValueError(
+                "no model given: pass --model-json, --model-file or MODELPLEX_RUNTIME_MODEL_JSON"
+            )
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -16,12 +16,30 @@ class TextStream:
         self._decode = decode
         self._stops = [s for s in stops if s]
         self._emitted = 0
+        # Incremental decoding: ``_decoded`` is the text of ids[:_read]; a new token is decoded together
+        # with the tokens from ``_prefix`` (the previous step's), so tokenizers whose text depends on the
+        # neighbouring token (a leading-space marker) decode it right. Each step decodes a few tokens,
+        # not the whole output (which made long generations quadratic).
+        self._decoded = ""
+        self._prefix = 0
+        self._read = 0
         self.text = ""
         self.stopped = False
 
+    def _full_text(self, token_ids: Sequence[int]) -> str:
+        """The text of all of ``token_ids`` (ending in U+FFFD while a character is still incomplete)."""
+        before = self._decode(token_ids[self._prefix : self._read])
+        window = self._decode(token_ids[self._prefix :])
+        new = window[len(before) :]
+        if len(window) > len(before) and not window.endswith(_REPLACEMENT):
+            self._decoded += new
+            self._prefix, self._read = self._read, len(token_ids)
+            return self._decoded
+        return self._decoded + new
+
     def update(self, token_ids: Sequence[int]) -> str:
-        """Decode all generated ids; return the newly releasable text (sets ``stopped`` on a stop string)."""
-        full = self._decode(token_ids)
+        """Take the generated ids so far; return the newly releasable text (sets ``stopped`` on a stop string)."""
+        full = self._full_text(token_ids)
         if self._stops:
             start = max(0, self._emitted - max(len(s) for s in self._stops))
             hits = [i for i in (full.find(s, start) for s in self._stops) if i >= 0]
@@ -37,7 +55,7 @@ class TextStream:
 
     def flush(self, token_ids: Sequence[int]) -> str:
         """At the end of generation: release everything not yet sent."""
-        full = self._decode(token_ids)
+        full = self._full_text(token_ids)
         return self._release(full, len(full))
 
     def _release(self, full: str, upto: int) -> str:

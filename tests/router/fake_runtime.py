@@ -12,7 +12,8 @@ name (``"*"`` for every model):
     die_after_tokens   SIGKILL itself after streaming this many tokens
 
 Every start appends ``<served name> <pid>`` to FAKE_RUNTIME_EVENTS, and a client disconnect in the
-middle of a stream appends ``disconnect <served name>``.
+middle of a stream (or of a non-streamed chat completion slowed by token_delay) appends
+``disconnect <served name>``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 def _event(line: str) -> None:
@@ -130,7 +131,12 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
         if body.get("stream"):
             return StreamingResponse(stream("chat"), media_type="text/event-stream")
         if token_delay:
-            await asyncio.sleep(token_delay * n_tokens)
+            deadline = time.monotonic() + token_delay * n_tokens
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    _event(f"disconnect {name}")
+                    return Response(status_code=499)
+                await asyncio.sleep(min(0.05, token_delay))
         return {
             "id": "c1",
             "object": "chat.completion",

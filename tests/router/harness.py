@@ -50,7 +50,8 @@ class RouterProcess:
         return [int(line.split()[-1]) for line in self.events() if line.rsplit(" ", 1)[0] == model]
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+        kwargs.setdefault("timeout", 60)
+        return httpx.Client(base_url=self.url, **kwargs)
 
     def get(self, path: str) -> httpx.Response:
         with self.client() as c:
@@ -128,6 +129,10 @@ def start_router(
         config_path.write_text(config if isinstance(config, str) else json.dumps(config))
         cmd += ["--file", str(config_path)]
     cmd += ["-p", str(port), "--host", "127.0.0.1", *(args or [])]
+    if "--spare-runtimes" not in cmd:
+        # Spares (on by default) add a process per router and CPU while they warm up; the tests that are
+        # about them ask for them.
+        cmd += ["--spare-runtimes", "0"]
     if fake:
         cmd += ["--runtime-command", f"{sys.executable} {FAKE_RUNTIME}"]
     full_env = {

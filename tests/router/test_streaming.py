@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 
+import httpx
 import openai
 import pytest
 
@@ -135,3 +136,30 @@ def test_client_disconnect_reaches_the_runtime(router_factory) -> None:
     router.wait_for(
         lambda: router.metric("modelplex_requests_in_flight", model="beta") == 0, what="request released"
     )
+
+
+def test_a_client_leaving_a_non_streamed_request_reaches_the_runtime(router_factory) -> None:
+    router = router_factory(MODELS, control={"*": {"token_delay": 0.2, "tokens": 100}})
+    with router.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/chat/completions", json={**CHAT, "stream": False, "model": "beta"})
+    router.wait_for(lambda: "disconnect beta" in router.events(), what="the runtime to see the disconnect")
+    router.wait_for(
+        lambda: router.metric("modelplex_requests_in_flight", model="beta") == 0, what="request released"
+    )
+    router.wait_for(
+        lambda: router.metric("modelplex_requests_total", model="beta", code="499") == 1, what="a 499 counted"
+    )
+
+
+def test_a_client_leaving_while_its_model_loads_frees_its_place(router_factory) -> None:
+    router = router_factory(MODELS, control={"*": {"load_delay": 2}})
+    with router.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/chat/completions", json={**CHAT, "stream": False, "model": "alpha"})
+    router.wait_for(
+        lambda: router.metric("modelplex_requests_total", model="alpha", code="499") == 1, what="a 499 counted"
+    )
+    assert router.metric("modelplex_requests_waiting", model="alpha") == 0
+    # The load it started goes on, and the next request is served.
+    with router.client(timeout=30) as client:
+        answer = client.post("/v1/chat/completions", json={**CHAT, "stream": False, "model": "alpha"})
+    assert answer.status_code == 200

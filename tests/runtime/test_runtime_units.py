@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -196,3 +197,33 @@ def test_an_empty_prompt_is_a_400() -> None:
     with pytest.raises(APIError) as info:
         protocol.check_context(0, None, 128)
     assert info.value.status == 400 and "empty" in info.value.message
+
+
+@pytest.mark.parametrize(("text", "finish"), [("héllo \"quoted\"\n\\", None), ("", "stop"), ("\u2028 ☃", "length")])
+def test_chunk_frames_encode_like_the_whole_payload(text: str, finish: str | None) -> None:
+    from modelplex_runtime.sse import ChunkFrames, sse_event
+
+    def payload(t: str, f: str | None) -> dict[str, object]:
+        return {"id": "cmpl-1", "object": "text_completion", "model": "m\"odel",
+                "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": f}], "usage": None}
+
+    frames = ChunkFrames(payload(ChunkFrames.TEXT, ChunkFrames.FINISH))  # type: ignore[arg-type]
+    assert frames.frame(text, finish) == sse_event(payload(text, finish))
+
+
+def test_text_stream_decodes_incrementally_and_matches_a_full_decode(tiny_llama_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ids = tokenizer("Models are loaded on demand, and unloaded when idle: 0 1 2 3. Héllo wörld ☃!")["input_ids"] * 20
+    longest = 0
+
+    def decode(window: list[int]) -> str:
+        nonlocal longest
+        longest = max(longest, len(window))
+        return tokenizer.decode(window, skip_special_tokens=True)
+
+    ts = TextStream(decode)
+    streamed = "".join(ts.update(ids[: i + 1]) for i in range(len(ids))) + ts.flush(ids)
+    assert streamed == tokenizer.decode(ids, skip_special_tokens=True)
+    assert longest <= 8  # a few tokens per step, however long the output
