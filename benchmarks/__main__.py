@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import holding, memory_unload, routing_overhead, scale_from_zero, throughput
-from benchmarks.report import Section, extract_section, render_page, write
+from benchmarks.report import Section, extract_section, machine, merge_sections, render_page, write
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARISONS = ("routing", "scale", "throughput", "memory", "holding")
@@ -105,11 +105,23 @@ def main(argv: list[str] | None = None) -> None:
                 sections.append(_guard(title, fn))
                 print(f"[benchmarks] {title}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     page = args.out / "benchmarks.md"
+    raw = args.out / "benchmarks.json"
     old = page.read_text(encoding="utf-8") if page.exists() else ""
-    # the original single-runtime study stays on the page (python -m benchmarks.runtime_throughput --write-docs)
-    keep = extract_section(old, "Runtime throughput")
-    write(page, render_page(sections, command, started, "img/", keep))
-    write(args.out / "benchmarks.json", json.dumps({s.title: s.data for s in sections}, indent=1, default=str))
+    data = {s.title: s.data for s in sections}
+    if len(only) < len(COMPARISONS) and old:
+        # A partial run replaces its own sections and keeps the rest of the page (and of the raw figures).
+        note = (f"Rerun on its own with `{command}`: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
+                f"{time.time() - started:.0f} s, {machine()}. The other sections are from the run dated at the top.")
+        for sec in sections:
+            sec.intro.insert(0, note)
+        text = merge_sections(old, sections, "img/")
+        if raw.exists():
+            data = {**json.loads(raw.read_text(encoding="utf-8")), **data}
+    else:
+        # the original single-runtime study stays on the page (python -m benchmarks.runtime_throughput --write-docs)
+        text = render_page(sections, command, started, "img/", extract_section(old, "Runtime throughput"))
+    write(page, text)
+    write(raw, json.dumps(data, indent=1, default=str))
     print(page)
 
 

@@ -65,14 +65,14 @@ def grouped(groups: list[str], series: dict[str, list[float]], ylabel: str, titl
 
 
 def stacked(labels: list[str], parts: dict[str, list[float]], ylabel: str, title: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(10, 3.5))
     left = [0.0] * len(labels)
     for name, vals in parts.items():
         ax.barh(labels, vals, left=left, label=name)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.set_xlabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars can span the axes
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
 

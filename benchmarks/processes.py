@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -105,6 +106,10 @@ class Proc:
                 self.popen.wait(10)
             except ProcessLookupError:
                 pass
+        # Whatever the server left in its group (workers still shutting down) must not run into the next
+        # measurement on these 2 cores.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 

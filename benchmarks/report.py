@@ -108,6 +108,15 @@ def extract_section(text: str, title: str) -> str:
     return m.group(0) if m else ""
 
 
+def merge_sections(page: str, sections: list[Section], img_prefix: str) -> str:
+    """``page`` with each of ``sections`` replacing the section of the same title (appended when new)."""
+    for sec in sections:
+        rendered = sec.render(img_prefix) + "\n"
+        existing = extract_section(page, sec.title)
+        page = page.replace(existing, rendered, 1) if existing else page.rstrip("\n") + "\n\n" + rendered
+    return page
+
+
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -177,3 +177,36 @@ def test_cpu_thread_policy() -> None:
     assert cpu_thread_policy(3)(1) == 3 and cpu_thread_policy(3)(64) == 3
     auto = cpu_thread_policy(None)
     assert auto(BIG_BATCH) >= auto(1) >= 1
+
+
+def test_a_burst_from_idle_is_prefilled_as_one_batch(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelplex_runtime.engine.batcher import ContinuousBatcher
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    steps: list[int] = []
+    # Windows far longer than the gaps between submissions, so the test does not depend on scheduling.
+    batcher = ContinuousBatcher(model, lambda ids: tokenizer.decode(ids), set(), int(tokenizer.pad_token_id),
+                                torch.device("cpu"), 8, on_step=steps.append,
+                                gather_quiet_seconds=0.5, gather_max_seconds=5.0)
+    try:
+        done = threading.Semaphore(0)
+        params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+
+        def on_event(ev: TokenEvent) -> None:
+            if ev.finish_reason:
+                done.release()
+
+        for text in ("Hello", "The quick brown fox", "0 1 2", "Kubernetes"):
+            batcher.submit(tokenizer(text)["input_ids"], params, on_event)
+            threading.Event().wait(0.02)
+        for _ in range(4):
+            assert done.acquire(timeout=60)
+        assert steps[0] == 4  # all four joined before the first decode step, not one by one
+        # A lone request is not held past the quiet window.
+        batcher.submit(tokenizer("Hi")["input_ids"], params, on_event)
+        assert done.acquire(timeout=60)
+    finally:
+        batcher.shutdown()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,11 @@ from modelplex_runtime.engine_api import SamplingParams, TokenEvent
 from modelplex_runtime.textstream import TextStream
 
 log = logging.getLogger("modelplex_runtime.engine")
+
+# Burst gathering from idle (see ContinuousBatcher._gather_arrivals): a lone request waits one quiet
+# period (well under a decode step), a burst at most GATHER_MAX_SECONDS.
+GATHER_QUIET_SECONDS = 0.0005
+GATHER_MAX_SECONDS = 0.004
 
 
 @dataclass(eq=False)
@@ -50,6 +56,8 @@ class ContinuousBatcher:
         max_batch_size: int,
         on_step: Callable[[int], None] | None = None,
         threads_for: Callable[[int], int] | None = None,
+        gather_quiet_seconds: float = GATHER_QUIET_SECONDS,
+        gather_max_seconds: float = GATHER_MAX_SECONDS,
     ) -> None:
         self.model = model
         self.decode = decode
@@ -59,6 +67,8 @@ class ContinuousBatcher:
         self.max_batch_size = max_batch_size
         self.on_step = on_step
         self.threads_for = threads_for
+        self.gather_quiet_seconds = gather_quiet_seconds
+        self.gather_max_seconds = gather_max_seconds
         self._threads = 0
         self._waiting: deque[Generation] = deque()
         self._running: list[Generation] = []
@@ -97,6 +107,8 @@ class ContinuousBatcher:
                     self._cv.wait()
                 if self._stopping:
                     return
+                if not self._running:
+                    self._gather_arrivals()
                 admitted: list[Generation] = []
                 while self._waiting and len(self._running) + len(admitted) < self.max_batch_size:
                     seq = self._waiting.popleft()
@@ -123,6 +135,20 @@ class ContinuousBatcher:
                     log.exception("decode step failed")
                     self._fail(self._running, exc)
                     self._running, self._cache, self._mask = [], None, None
+
+    def _gather_arrivals(self) -> None:
+        """From idle, wait while requests keep arriving (a few ms at most): a burst becomes one prefill
+        and one batch instead of a prefill per request and a batch that ramps up step by step. Called
+        with the condition held."""
+        deadline = time.monotonic() + self.gather_max_seconds
+        while len(self._waiting) < self.max_batch_size and not self._stopping:
+            seen = len(self._waiting)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cv.wait(min(self.gather_quiet_seconds, remaining))
+            if len(self._waiting) == seen:
+                return  # quiet: nobody else is coming right now
 
     def _fail(self, seqs: list[Generation], exc: Exception) -> None:
         for seq in seqs:
