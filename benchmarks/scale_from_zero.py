@@ -29,6 +29,7 @@ from benchmarks import plots
 from benchmarks.processes import Proc, free_port
 from benchmarks.report import Section, median, spread
 from benchmarks.routing_overhead import MODEL, start_modelplex, write_config
+from modelplex_runtime.spare import READY_LINE, encode_assignment
 
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4,
         "temperature": 0, "stream": True}
@@ -87,15 +88,14 @@ def spare_split(model_dir: Path) -> dict[str, float]:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        if proc.stdout.readline().strip() != b"modelplex-spare-ready":
+        if proc.stdout.readline().strip() != READY_LINE.encode():
             raise RuntimeError(f"the spare runtime exited with {proc.wait()} before it was warm")
         warm_up = time.perf_counter() - started
         rss = psutil.Process(proc.pid).memory_info().rss / MIB
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         handed = time.perf_counter()
-        line = {"model": _entry(model_dir), "served_model_name": MODEL, "port": port}
-        proc.stdin.write(json.dumps(line).encode() + b"\n")
+        proc.stdin.write(encode_assignment(_entry(model_dir), MODEL, port))
         proc.stdin.close()
         listening = _poll(url + "/health", proc) - handed
         ready = _poll(url + "/ready", proc) - handed

@@ -127,9 +127,9 @@ class LocalProcessBackend:
         if rt is not None:
             await self._reap(api_id, rt, grace=0)
         port = _free_port(self._host)
-        entry_json = entry.model_dump_json(exclude_none=True)
-        rt = await self._hand_to_spare(api_id, entry_json, port)
+        rt = await self._hand_to_spare(api_id, entry, port)
         if rt is None:
+            entry_json = entry.model_dump_json(exclude_none=True)
             log.info(
                 "starting runtime for %s on port %d", api_id, port, extra={"model": api_id, "port": port}
             )
@@ -172,7 +172,7 @@ class LocalProcessBackend:
         rt.pump = asyncio.create_task(self._pump_stderr(rt), name=f"stderr {label}")
         return rt
 
-    async def _hand_to_spare(self, api_id: str, entry_json: str, port: int) -> _Runtime | None:
+    async def _hand_to_spare(self, api_id: str, entry: ModelEntry, port: int) -> _Runtime | None:
         """Give the model to a waiting spare; None when there is none (or it died meanwhile)."""
         # A warm spare first; one still warming up is still ahead of a fresh process.
         self._spares.sort(key=lambda spare: not spare.warm)
@@ -182,7 +182,8 @@ class LocalProcessBackend:
                 self._note_spare_exit(rt)
                 continue
             assert rt.process.stdin is not None
-            line = json.dumps({"model": json.loads(entry_json), "served_model_name": api_id, "port": port})
+            model = entry.model_dump(mode="json", exclude_none=True)
+            line = json.dumps({"model": model, "served_model_name": api_id, "port": port})
             try:
                 rt.process.stdin.write(line.encode() + b"\n")
                 await rt.process.stdin.drain()

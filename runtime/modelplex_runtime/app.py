@@ -166,24 +166,20 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
         queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         arrived = time.perf_counter()
         first_at: float | None = None
+        parts: list[str] = []
 
         def on_token(ev: TokenEvent) -> None:
             nonlocal first_at
             if first_at is None and ev.completion_tokens > 0:
                 first_at = time.perf_counter()
-            pump.post(queue, ev)
-
-        parts: list[str] = []
-
-        def on_token_whole(ev: TokenEvent) -> None:
-            nonlocal first_at
-            if first_at is None and ev.completion_tokens > 0:
-                first_at = time.perf_counter()
+            if not whole:
+                pump.post(queue, ev)
+                return
             parts.append(ev.text)
             if ev.finish_reason is not None:
                 pump.post(queue, TokenEvent("".join(parts), ev.completion_tokens, ev.finish_reason, ev.error))
 
-        handle = engine.generate(prompt_ids, params, on_token_whole if whole else on_token)
+        handle = engine.generate(prompt_ids, params, on_token)
         metrics.prompt_tokens.inc(len(prompt_ids))
         finished = False
         ttft_observed = False
