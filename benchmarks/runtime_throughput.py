@@ -145,13 +145,14 @@ async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens:
             "ttft_p99": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))], "requests": len(ttfts)}
 
 
-def start_runtime(model_dir: Path, max_batch: int) -> tuple[subprocess.Popen[bytes], str, float, float]:
+def start_runtime(model_dir: Path, max_batch: int,
+                  extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, float, float]:
     port = _free_port()
     entry = {"Plain": {"model_id": str(model_dir)}, "alias": "bench"}
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelplex_runtime", "--port", str(port), "--model-json", json.dumps(entry),
-         "--max-batch-size", str(max_batch), "--log-level", "warning"],
+         "--max-batch-size", str(max_batch), "--log-level", "warning", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -212,8 +213,9 @@ def render(result: dict[str, Any], command: str) -> str:
         f"{cfg['prompt_words']} words, {cfg['max_tokens']} generated tokens each (EOS ignored), greedy, f32 on CPU. "
         f"Each figure is the best of {cfg['repeats']} interleaved runs (the CPU is shared, so single runs are noisy). "
         f"Baselines run in the benchmark process with torch's default {result['torch_threads']} threads; the served "
-        "runtime runs with its default (all cores for batches of 8 or more, one core left to HTTP below that), and "
-        "the benchmark's own HTTP client shares the same cores.",
+        "runtime runs with its defaults (all cores for batches of 8 or more, one core left to HTTP below that; a "
+        "stream's tokens sent at most every 20 ms, the first token and the finish at once), and the benchmark's own "
+        "HTTP client shares the same cores.",
         "",
         "| what | generated tokens/s | TTFT p50 | TTFT p99 |",
         "|---|---|---|---|",

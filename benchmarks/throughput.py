@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,20 @@ from benchmarks.processes import Proc, start_server
 from benchmarks.report import Section, median, spread
 
 SERVERS = ("modelplex runtime", "transformers serve", "transformers serve --continuous-batching")
+# The runtime's default sends a stream's tokens at most every 20 ms; this row shows the cost of one chunk
+# per token (what transformers serve sends) at concurrency 16.
+PER_TOKEN = "modelplex runtime, a chunk per token (`--stream-interval-ms 0`)"
 
 
 @dataclass
 class Sizes:
     mode: str
     repeats: int
+
+    @property
+    def pairs(self) -> int:
+        """Back-to-back (offline, served at concurrency 16) measurements per repeat."""
+        return 5 if self.mode == "full" else 1
 
     @property
     def config(self) -> rt.Config:
@@ -61,8 +69,11 @@ def measure(sizes: Sizes) -> dict[str, Any]:
     from modelplex_runtime.engine.tiny import make_tiny_llama
 
     cfg = sizes.config
+    c16 = _c16(cfg)
     runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in cfg.concurrency} for s in SERVERS}
     offline_runs: list[float] = []
+    # (offline tokens/s, served run at c16) measured back to back, for the default and a chunk per token
+    pairs: dict[str, list[tuple[float, dict[str, float]]]] = {"default": [], "per_token": []}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny_llama(Path(tmp) / "model", hidden_size=cfg.hidden_size, num_layers=cfg.layers,
@@ -79,12 +90,11 @@ def measure(sizes: Sizes) -> dict[str, Any]:
                 try:
                     if server == "modelplex runtime":
                         offline_runs.append(offline.batched(offline.default_threads))
-                        popen, url, _, _ = rt.start_runtime(model_dir, max(cfg.concurrency))
-                        try:
-                            sweep = _sweep(url, prompts, cfg, None)
-                        finally:
-                            popen.send_signal(signal.SIGTERM)
-                            popen.wait(60)
+                        sweep, paired = _runtime_session(model_dir, prompts, cfg, (), offline, sizes.pairs)
+                        pairs["default"] += paired
+                        _, paired = _runtime_session(model_dir, prompts, replace(cfg, concurrency=(c16,)),
+                                                     ("--stream-interval-ms", "0"), offline, sizes.pairs, sweep=False)
+                        pairs["per_token"] += paired
                     else:
                         proc = start_transformers_serve(model_dir, continuous=server.endswith("batching"))
                         try:
@@ -96,7 +106,38 @@ def measure(sizes: Sizes) -> dict[str, Any]:
                     continue
                 for c, r in sweep.items():
                     runs[server][c].append(r)
-    return {"config": cfg, "runs": runs, "offline": offline_runs, "offline_batch": batch, "errors": errors}
+    return {"config": cfg, "runs": runs, "pairs": pairs, "offline": offline_runs, "offline_batch": batch,
+            "errors": errors}
+
+
+def _c16(cfg: rt.Config) -> int:
+    return 16 if 16 in cfg.concurrency else max(cfg.concurrency)
+
+
+def _runtime_session(model_dir: Path, prompts: list[str], cfg: rt.Config, args: tuple[str, ...],
+                     offline: rt.Offline, pairs: int, sweep: bool = True,
+                     ) -> tuple[dict[int, dict[str, float]], list[tuple[float, dict[str, float]]]]:
+    """One runtime process: the concurrency sweep, then ``pairs`` served runs at c16, each between two
+    offline runs (their mean is its baseline). On a shared machine whose speed drifts between minutes,
+    the ratio of neighbours is a steadier estimate than the ratio of medians taken minutes apart, and
+    the sandwich cancels a drift during the served run."""
+    popen, url, _, _ = rt.start_runtime(model_dir, max(cfg.concurrency), args)
+    c16 = _c16(cfg)
+    n = min(len(prompts), max(8, 8 * c16))
+    try:
+        result = _sweep(url, prompts, cfg, None) if sweep else {}
+        if not sweep:  # the sweep doubles as warm-up; without it, warm up on a short run
+            asyncio.run(rt.served_run(url, prompts[:2 * c16], c16, cfg.max_tokens, None))
+        paired = []
+        for _ in range(pairs):
+            before = offline.batched(offline.default_threads)
+            served = asyncio.run(rt.served_run(url, prompts[:n], c16, cfg.max_tokens, None))
+            after = offline.batched(offline.default_threads)
+            paired.append(((before + after) / 2, served))
+        return result, paired
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(60)
 
 
 def section(sizes: Sizes, img_dir: Path) -> Section:
@@ -115,7 +156,13 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
         "client with one keep-alive connection per simulated user, the same for every server. It shares the 2 "
         "cores with the server, so its CPU comes out of the served figures: at concurrency 16 it takes about 5% "
         "of a core, where httpx's streaming client took about 21% (and the runtime reached 71-74% of offline "
-        "instead of 83% in a side-by-side run).",
+        "instead of 83% in a side-by-side run). The runtime runs with its defaults, which send a stream's tokens "
+        "at most every 20 ms (`--stream-interval-ms`; the first token and the finish at once), so its chunks carry "
+        "a few tokens each where `transformers serve` sends one per token; the row marked `--stream-interval-ms 0` "
+        "is the runtime sending one chunk per token. The ratio to the offline limit is judged on back-to-back "
+        f"measurements: after its sweep, each runtime process serves concurrency {_c16(cfg)} again "
+        f"{sizes.pairs} time(s), each time between two offline runs whose mean is its baseline, because this "
+        "machine's speed drifts by a fifth or more between minutes.",
     ]
     for server, reason in res["errors"].items():
         sec.notes.append(f"- **{server} failed:** `{reason}`")
@@ -126,6 +173,11 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
             if rr:
                 rows.append([server, str(c), spread([r["tps"] for r in rr]),
                              spread([r["ttft_p50"] for r in rr], 1000, 0), spread([r["ttft_p99"] for r in rr], 1000, 0)])
+        per_token = [r for _, r in res["pairs"]["per_token"]]
+        if server == SERVERS[0] and per_token:
+            rows.append([PER_TOKEN, str(_c16(cfg)), spread([r["tps"] for r in per_token]),
+                         spread([r["ttft_p50"] for r in per_token], 1000, 0),
+                         spread([r["ttft_p99"] for r in per_token], 1000, 0)])
     sec.table("", ["server", "concurrency", "tokens/s", "TTFT p50 ms", "TTFT p99 ms"], rows)
 
     def tps(server: str, c: int) -> float:
@@ -139,12 +191,24 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
                            for c in cfg.concurrency)
         sec.goals.append(f"Goal: ahead of `transformers serve` (plain / continuous batching) at every concurrency "
                          f"({detail}) -> {'met' if ahead and peers else 'NOT met' if peers else 'not evaluated'}.")
-        c16 = 16 if 16 in cfg.concurrency else max(cfg.concurrency)
+        c16 = _c16(cfg)
         ratio = tps(mine, c16) / median(res["offline"])
-        paired = ", ".join(f"{r['tps'] / o:.0%}" for r, o in zip(runs[mine][c16], res["offline"], strict=False))
-        sec.goals.append(f"Goal: at least 80% of the offline limit at concurrency {c16}: {ratio:.0%} (median over "
-                         f"median; each repeat against the offline run just before it: {paired}) -> "
-                         f"{'met' if ratio >= 0.8 else 'NOT met'}.")
+        paired = [r["tps"] / base for base, r in res["pairs"]["default"]]
+        if paired:
+            met = median(paired) >= 0.8
+            sec.goals.append(
+                f"Goal: at least 80% of the offline limit at concurrency {c16}: {median(paired):.0%} "
+                f"(median of {len(paired)} served runs, each over the mean of the offline runs just before and after it, in "
+                f"{cfg.repeats} runtime process(es); range "
+                f"{min(paired):.0%}–{max(paired):.0%}; median of the sweep's row over the median offline figure: "
+                f"{ratio:.0%}) -> {'met' if met else 'NOT met'}.")
+        per_token = [r["tps"] / base for base, r in res["pairs"]["per_token"]]
+        if per_token:
+            sec.goals.append(
+                f"With a chunk per token (`--stream-interval-ms 0`) the runtime reaches {median(per_token):.0%} of "
+                f"the offline limit at concurrency {c16} (range {min(per_token):.0%}–{max(per_token):.0%}, same "
+                "pairing): the default sends a stream's tokens at most every 20 ms (the first token and the finish "
+                "at once), which leaves that HTTP work to the model.")
     name = "throughput.png"
     plots.grouped([f"c={c}" for c in cfg.concurrency],
                   {s: [tps(s, c) if runs[s][c] else float("nan") for c in cfg.concurrency] for s in SERVERS}
@@ -152,5 +216,6 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
                   "generated tokens/s", "Served throughput on the same tiny model and prompts (higher is better)",
                   img_dir / name)
     sec.plots.append(name)
-    sec.data = {"runs": runs, "offline": res["offline"], "errors": res["errors"], "config": cfg.__dict__}
+    sec.data = {"runs": runs, "pairs": res["pairs"], "offline": res["offline"], "errors": res["errors"],
+                "config": cfg.__dict__}
     return sec

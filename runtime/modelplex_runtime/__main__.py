@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         type=int,
         help="Torch threads on CPU (default: all cores, but one for batches under 8).",
     )
+    p.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        help="Send a stream's tokens at most this often (default 20; first token and finish at once; 0: every token).",
+    )
     p.add_argument("--max-body-bytes", type=int, help="Request bodies above this get 413 (default 8 MiB).")
     p.add_argument(
         "--allow-remote-images", action="store_true", default=None, help="Fetch http(s) image URLs."

@@ -139,7 +139,7 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
         loop = asyncio.get_running_loop()
         if loop not in pumps:
             pumps.clear()  # one loop per server; a new one (tests) replaces the old
-            pumps[loop] = EventPump(loop)
+            pumps[loop] = EventPump(loop, settings.stream_interval_ms / 1000)
         return pumps[loop]
 
     def engine_for(requested: str | None, wanted_kinds: tuple[str, ...], what: str) -> Engine:
@@ -173,11 +173,12 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
             if first_at is None and ev.completion_tokens > 0:
                 first_at = time.perf_counter()
             if not whole:
-                pump.post(queue, ev)
+                # the first token and the finish go at once; the tokens between may wait for the interval
+                pump.post(queue, ev, urgent=ev.finish_reason is not None or ev.completion_tokens <= 1)
                 return
             parts.append(ev.text)
             if ev.finish_reason is not None:
-                pump.post(queue, TokenEvent("".join(parts), ev.completion_tokens, ev.finish_reason, ev.error))
+                pump.post(queue, TokenEvent("".join(parts), ev.completion_tokens, ev.finish_reason, ev.error), urgent=True)
 
         handle = engine.generate(prompt_ids, params, on_token)
         metrics.prompt_tokens.inc(len(prompt_ids))

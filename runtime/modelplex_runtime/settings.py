@@ -31,6 +31,13 @@ class RuntimeSettings(BaseSettings):
         ge=1,
         description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8.",
     )
+    stream_interval_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=1000,
+        description="A streamed response sends its tokens at most this often (the first token and the finish at "
+        "once): fewer, larger chunks leave more CPU to the model. 0 sends each token as it is generated.",
+    )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from helpers.runtime_process import RuntimeProcess
+from helpers.runtime_process import RuntimeProcess, start_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +234,19 @@ def _wait_for(check: object, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_stream_interval_sends_tokens_in_fewer_chunks_with_the_same_text(tiny_llama_dir: Path) -> None:
+    body = {"prompt": "Models are loaded", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    entry = {"Plain": {"model_id": str(tiny_llama_dir)}, "alias": "tiny-chat"}
+    # with a 1 s interval the tokens between the first and the last wait for the finish (or the
+    # interval's end), so 24 tokens arrive in a handful of chunks
+    with start_runtime(entry, extra_args=["--stream-interval-ms", "1000"]) as rt:
+        with httpx.stream("POST", rt.url + "/v1/completions", json={**body, "stream": True}, timeout=60) as resp:
+            lines = [line for line in resp.iter_lines() if line.startswith("data: {")]
+        plain = httpx.post(rt.url + "/v1/completions", json=body, timeout=60).json()
+    chunks = [json.loads(line.removeprefix("data: "))["choices"][0] for line in lines]
+    assert chunks[-1]["finish_reason"] == "length"
+    assert "".join(c["text"] for c in chunks) == plain["choices"][0]["text"]
+    assert plain["usage"]["completion_tokens"] == 24
+    assert len(chunks) < 24

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -179,6 +180,83 @@ async def test_event_pump_delivers_in_order_from_another_thread() -> None:
     threading.Thread(target=produce).start()
     got = [[await queues[q].get() for _ in range(50)] for q in (0, 1)]
     assert got == [list(range(0, 100, 2)), list(range(1, 100, 2))]
+
+
+class _ManualLoop:
+    """Enough of an event loop for EventPump: callbacks run when the test says, timers are listed."""
+
+    def __init__(self) -> None:
+        self.soon: list[tuple[Any, tuple[Any, ...]]] = []
+        self.timers: list[tuple[float, Any]] = []
+
+    def call_soon_threadsafe(self, fn: Any, *args: Any) -> None:
+        self.soon.append((fn, args))
+
+    def call_later(self, delay: float, fn: Any) -> None:
+        self.timers.append((delay, fn))
+
+    def run_soon(self) -> None:
+        while self.soon:
+            fn, args = self.soon.pop(0)
+            fn(*args)
+
+
+def test_event_pump_interval_holds_tokens_until_it_ends_and_urgent_items_go_at_once() -> None:
+    import asyncio
+
+    from modelplex_runtime.pump import EventPump
+
+    now = [100.0]
+    loop = _ManualLoop()
+    pump = EventPump(loop, interval=0.02, clock=lambda: now[0])  # type: ignore[arg-type]
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def drained() -> list[str]:
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+    pump.post(queue, "first", urgent=True)  # a first token: delivered on the next loop turn
+    loop.run_soon()
+    assert drained() == ["first"] and loop.timers == []
+
+    now[0] += 0.005
+    pump.post(queue, "a")
+    pump.post(queue, "b")
+    loop.run_soon()
+    assert drained() == []  # within the interval: one timer for the rest of it, for both tokens
+    assert len(loop.timers) == 1 and abs(loop.timers[0][0] - 0.015) < 1e-9
+
+    now[0] += 0.015
+    loop.timers.pop()[1]()
+    assert drained() == ["a", "b"]
+
+    now[0] += 0.001
+    pump.post(queue, "c")
+    loop.run_soon()
+    pump.post(queue, "done", urgent=True)  # a finish overtakes the pending timer and takes "c" along
+    loop.run_soon()
+    assert drained() == ["c", "done"]
+    loop.timers.pop()[1]()  # the overtaken timer finds nothing left
+    assert drained() == []
+
+    now[0] += 1.0
+    pump.post(queue, "late")  # the interval has long passed: no timer
+    loop.run_soon()
+    assert drained() == ["late"] and loop.timers == []
+
+
+def test_event_pump_without_interval_delivers_every_item_on_the_next_turn() -> None:
+    import asyncio
+
+    from modelplex_runtime.pump import EventPump
+
+    loop = _ManualLoop()
+    pump = EventPump(loop, interval=0.0, clock=lambda: 5.0)  # type: ignore[arg-type]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(3):
+        pump.post(queue, i)
+        loop.run_soon()
+        assert queue.get_nowait() == i
+    assert loop.timers == []
 
 
 def test_a_tiny_top_p_still_keeps_the_top_token() -> None:
