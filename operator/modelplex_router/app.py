@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +26,7 @@ from modelplex_router.metrics import RouterMetrics
 from modelplex_router.proxy import Forwarder
 from modelplex_router.router import CatalogSource, ModelRouter
 from modelplex_router.settings import RouterSettings
+from modelplex_router.upstream import UpstreamClients
 from modelplex_spec import ModelplexConfig, load_config_file
 
 access_log = logging.getLogger("modelplex_router.access")
@@ -90,15 +90,10 @@ def create_app(
     guard = AccessGuard(settings, keys)
     metrics = RouterMetrics()
     router = ModelRouter(config, backend, settings, metrics, catalog_source)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=None, pool=None),
-        limits=httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_connections,
-        ),
-        trust_env=False,
+    clients = UpstreamClients(
+        settings.upstream_lanes, settings.upstream_max_connections, settings.upstream_connect_timeout
     )
-    forwarder = Forwarder(client, settings.loading_comment_interval)
+    forwarder = Forwarder(clients, settings.loading_comment_interval)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -112,7 +107,7 @@ def create_app(
         finally:
             await router.stop()
             await backend.close()
-            await client.aclose()
+            await clients.aclose()
 
     app = FastAPI(title="modelplex router", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.router = router

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.errors import RouterError, UpstreamError, error_body
+from modelplex_router.upstream import UpstreamClients
 
 log = logging.getLogger("modelplex_router.proxy")
 
@@ -42,17 +43,18 @@ def sse_error(
 
 
 class Forwarder:
-    def __init__(self, client: httpx.AsyncClient, loading_comment_interval: float) -> None:
-        self._client = client
+    def __init__(self, clients: UpstreamClients, loading_comment_interval: float) -> None:
+        self._clients = clients
         self._interval = loading_comment_interval
 
     async def _send(self, coord: ModelCoordinator, url: str, path: str, body: bytes) -> httpx.Response:
         """Open the upstream response; on failure release the request and raise UpstreamError."""
-        request = self._client.build_request(
+        client = self._clients.next()
+        request = client.build_request(
             "POST", url + path, content=body, headers={"content-type": "application/json"}
         )
         try:
-            return await self._client.send(request, stream=True)
+            return await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             coord.release()
             await coord.after_upstream_failure()

@@ -89,5 +89,12 @@ class RouterSettings(BaseSettings):
     )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    upstream_lanes: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Independent connection pools to the runtimes, used in turn: httpx scans a whole pool on "
+        "every request, so several small pools cost less per request than one big one.",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="One JSON object per log line.")
