@@ -166,15 +166,18 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
         queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         arrived = time.perf_counter()
         first_at: float | None = None
+        posted = False
         parts: list[str] = []
 
         def on_token(ev: TokenEvent) -> None:
-            nonlocal first_at
+            nonlocal first_at, posted
             if first_at is None and ev.completion_tokens > 0:
                 first_at = time.perf_counter()
             if not whole:
-                # the first token and the finish go at once; the tokens between may wait for the interval
-                pump.post(queue, ev, urgent=ev.finish_reason is not None or ev.completion_tokens <= 1)
+                # The first event (the first text: tokens held back for a stop string or an incomplete
+                # character come with it) and the finish go at once; the events between may wait.
+                pump.post(queue, ev, urgent=not posted or ev.finish_reason is not None)
+                posted = True
                 return
             parts.append(ev.text)
             if ev.finish_reason is not None:
