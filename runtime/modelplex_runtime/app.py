@@ -166,18 +166,17 @@ def create_app(settings: RuntimeSettings, entry: ModelEntry, deps: RuntimeDeps |
         queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         arrived = time.perf_counter()
         first_at: float | None = None
-        posted = False
         parts: list[str] = []
 
         def on_token(ev: TokenEvent) -> None:
-            nonlocal first_at, posted
-            if first_at is None and ev.completion_tokens > 0:
+            nonlocal first_at
+            first = first_at is None
+            if first and ev.completion_tokens > 0:
                 first_at = time.perf_counter()
             if not whole:
-                # The first event (the first text: tokens held back for a stop string or an incomplete
-                # character come with it) and the finish go at once; the events between may wait.
-                pump.post(queue, ev, urgent=not posted or ev.finish_reason is not None)
-                posted = True
+                # The first text (tokens held back for a stop string or an incomplete character come
+                # with it) and the finish go at once; the events between may wait for the interval.
+                pump.post(queue, ev, urgent=first or ev.finish_reason is not None)
                 return
             parts.append(ev.text)
             if ev.finish_reason is not None:

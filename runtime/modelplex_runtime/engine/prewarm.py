@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import suppress
 
-from modelplex_runtime.engine_api import EngineOptions, SamplingParams, TokenEvent
+from modelplex_runtime.engine_api import Engine, EngineOptions, SamplingParams, TokenEvent
 from modelplex_spec import ModelEntry
 
 log = logging.getLogger("modelplex_runtime.engine")
@@ -57,13 +57,13 @@ def prewarm(device: str = "auto") -> float:
     return time.perf_counter() - started
 
 
-def _generate_once(engine: object, prompt: list[int]) -> None:
+def _generate_once(engine: Engine, prompt: list[int]) -> None:
     done = threading.Event()
 
     def on_event(event: TokenEvent) -> None:
         if event.finish_reason is not None or event.error is not None:
             done.set()
 
-    engine.generate(prompt, SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), on_event)  # type: ignore[attr-defined]
+    engine.generate(prompt, SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), on_event)
     if not done.wait(60):
         raise TimeoutError("the rehearsal generation did not finish within 60 s")
