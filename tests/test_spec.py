@@ -116,3 +116,19 @@ def test_json_and_toml_files(tmp_path) -> None:
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config_file(bad)
+
+
+def test_engine_settings_in_json_and_toml(tmp_path) -> None:
+    entry = ModelEntry.model_validate({"Plain": {"model_id": "org/x"}})
+    assert (entry.engine, entry.engine_args, entry.tool_call_parser) == ("transformers", None, None)
+    raw = {"x": {"Plain": {"model_id": "org/x"}, "engine": "vllm", "engine_args": ["--enforce-eager"],
+                 "tool_call_parser": "hermes"}}
+    parsed = parse_config(raw).models[0].entry
+    assert (parsed.engine, parsed.engine_args, parsed.tool_call_parser) == ("vllm", ["--enforce-eager"], "hermes")
+    with pytest.raises(ConfigError, match="engine"):
+        parse_config({"x": {"Plain": {"model_id": "org/x"}, "engine": "llama.cpp"}})
+    with pytest.raises(ConfigError, match="tool_call_parser"):
+        parse_config({"x": {"Plain": {"model_id": "org/x"}, "tool_call_parser": "nope"}})
+    t = tmp_path / "c.toml"
+    t.write_text('[[models]]\nkind = "text"\nmodel_id = "org/x"\nengine = "vllm"\nengine_args = ["--seed", "1"]\n')
+    assert load_config_file(t).models[0].entry.engine_args == ["--seed", "1"]

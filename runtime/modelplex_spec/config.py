@@ -137,7 +137,7 @@ def _toml_model_to_entry(index: int, model: dict[str, Any]) -> tuple[str, dict[s
         # mistral.rs's TOML also takes a bare bit width ("4", "8").
         entry["in_situ_quant"] = {"2": "Q2K", "3": "Q3K", "4": "Q4K", "5": "Q5K", "6": "Q6K", "8": "Q8_0"}.get(isq, isq)
     for top in ("alias", "chat_template", "jinja_explicit", "num_device_layers", "ttl", "idle_timeout",
-                "pinned", "preload", "kubernetes", "in_situ_quant"):
+                "pinned", "preload", "kubernetes", "in_situ_quant", "engine", "engine_args", "tool_call_parser"):
         if top in model:
             entry[top] = model.pop(top)
     device = model.pop("device", None)

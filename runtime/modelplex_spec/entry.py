@@ -59,6 +59,13 @@ _DTYPE_SYNONYMS = {
 
 RESERVED_IDS = frozenset({"default"})
 
+EngineName = Literal["transformers", "vllm"]
+"""Which server runs the model: the modelplex runtime (torch + transformers) or vLLM's OpenAI server."""
+
+ToolCallParser = Literal["hermes", "llama3_json", "mistral"]
+"""How a model writes tool calls in its output (vLLM's parser names): Hermes/Qwen ``<tool_call>`` JSON,
+Llama 3.x JSON, Mistral ``[TOOL_CALLS]``."""
+
 
 class _Selector(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -140,6 +147,18 @@ class ModelEntry(BaseModel):
     )
     pinned: bool = Field(default=False, description="Load at start and never unload for idleness.")
     preload: bool = Field(default=False, description="Load at start (idle unloading still applies).")
+    engine: EngineName = Field(
+        default="transformers",
+        description="The server that runs the model: transformers (the modelplex runtime) or vllm.",
+    )
+    engine_args: list[str] | None = Field(
+        default=None, description="Extra command-line arguments passed verbatim to the engine's server."
+    )
+    tool_call_parser: ToolCallParser | None = Field(
+        default=None,
+        description="The model's tool-call output format (hermes, llama3_json, mistral); inferred from "
+        "the chat template when unset and unambiguous.",
+    )
     kubernetes: KubernetesSettings | None = Field(default=None, description="Settings used only on Kubernetes.")
 
     @model_validator(mode="before")

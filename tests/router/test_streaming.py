@@ -140,6 +140,9 @@ def test_client_disconnect_reaches_the_runtime(router_factory) -> None:
 
 def test_a_client_leaving_a_non_streamed_request_reaches_the_runtime(router_factory) -> None:
     router = router_factory(MODELS, control={"*": {"token_delay": 0.2, "tokens": 100}})
+    with router.client() as client:
+        # Loaded first: the client must leave while the runtime generates, not while the model loads.
+        assert client.post("/v1/models/reload", json={"model_id": "beta"}).json()["status"] == "loaded"
     with router.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
         client.post("/v1/chat/completions", json={**CHAT, "stream": False, "model": "beta"})
     router.wait_for(lambda: "disconnect beta" in router.events(), what="the runtime to see the disconnect")
