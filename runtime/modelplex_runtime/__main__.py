@@ -42,6 +42,19 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     )
     p.add_argument("--max-body-bytes", type=int, help="Request bodies above this get 413 (default 8 MiB).")
     p.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        help="Sequences held beyond the running batch; more get 429 + Retry-After (default 1024).",
+    )
+    p.add_argument(
+        "--embedding-timeout-seconds", type=float, help="An embedding request's wait bound (default 300; then 504)."
+    )
+    p.add_argument(
+        "--engine-stall-seconds",
+        type=float,
+        help="A busy engine thread without progress this long turns /health 503 (default 120).",
+    )
+    p.add_argument(
         "--allow-remote-images", action="store_true", default=None, help="Fetch http(s) image URLs."
     )
     p.add_argument(

@@ -20,20 +20,50 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    n: int = 1  # sequences sampled from one prompt (one prefill); events carry their ``index``
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    logprobs: int | None = None  # None: off; k >= 0: the sampled token's logprob plus the k most likely
+    skip_special_tokens: bool = True
+    # A compiled grammar from ``Engine.compile_constraint`` (opaque here); each sequence gets its own matcher.
+    constraint: Any = field(default=None, compare=False)
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0 or self.top_k == 1
 
+    @property
+    def processed(self) -> bool:
+        """Whether a step's logits need per-sequence work beyond sampling (penalties, bias, masks, logprobs)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias or self.min_tokens or self.logprobs is not None
+                    or self.constraint is not None)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, its log probability and the most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
 
 @dataclass
 class TokenEvent:
-    """New text for one request; ``finish_reason`` is set on the last event."""
+    """New text for one sequence of a request; ``finish_reason`` is set on its last event."""
 
     text: str
     completion_tokens: int
     finish_reason: str | None = None
     error: str | None = None
+    index: int = 0  # which of the request's n sequences
+    logprobs: list[TokenLogprob] | None = None  # the tokens generated since the previous event
 
 
 class Prompt(list[int]):
@@ -50,6 +80,7 @@ class EngineOptions:
     max_batch_size: int = 32
     cpu_threads: int | None = None
     on_step: Callable[[int], None] | None = None  # called with the batch size of each decode step
+    stall_seconds: float = 120.0  # an engine thread busy this long without progress is reported unhealthy
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,13 @@ class ModelInfo:
     dtype: str
     quantization: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int | None = None  # rows of the output head (token ids a logit_bias may name)
+    tool_call_parser: str | None = None  # the model's tool-call format (set, or inferred from its chat template)
+    embedding_dimensions: tuple[int, ...] | None = None  # output sizes `dimensions` may ask for (Matryoshka)
+
+
+class ConstraintError(ValueError):
+    """A response format or tool schema the grammar engine cannot compile (a 400 naming the problem)."""
 
 
 class GenerationHandle(Protocol):
@@ -71,7 +109,13 @@ class Engine(Protocol):
 
     def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
-    def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]: ...
+    def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                      tools: list[dict[str, Any]] | None = None) -> list[int]: ...
+
+    def compile_constraint(self, spec: Any) -> Any:
+        """A grammar for ``spec`` (a ``modelplex_runtime.constraints`` spec), compiled once per distinct spec;
+        raises ConstraintError for a schema it cannot compile. Slow the first time: call off the event loop."""
+        ...
 
     def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
 
@@ -79,10 +123,15 @@ class Engine(Protocol):
         self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[TokenEvent], None]
     ) -> GenerationHandle: ...
 
-    def embed(self, texts: list[str], on_done: Callable[[list[list[float]] | BaseException], None]) -> None: ...
+    def embed(self, texts: list[str], on_done: Callable[[list[list[float]] | BaseException], None],
+              dimensions: int | None = None) -> GenerationHandle: ...
 
     def queue_depth(self) -> int: ...
 
     def running(self) -> int: ...
+
+    def health(self) -> str | None:
+        """None while the engine's thread is alive and making progress; else why it is not."""
+        ...
 
     def shutdown(self) -> None: ...

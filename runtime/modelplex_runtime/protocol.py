@@ -1,80 +1,92 @@
-"""OpenAI request bodies (unknown fields tolerated) and the pure decisions made on them."""
+"""What every OpenAI request body shares, and the pure decisions made on it.
+
+Bodies are strict: no type coercion (``max_tokens: true`` or ``stream: "yes"`` are 400s, not 1 and
+True) and no unknown fields. A field the runtime does not honour is refused with a 400 naming it rather
+than silently dropped; the few informational fields that change nothing about an answer (``user``,
+``metadata``, ...) are accepted and documented in docs/runtime.md. The endpoint families (``api/``) build
+their request models from these pieces.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelplex_runtime.engine_api import SamplingParams
-from modelplex_runtime.errors import bad_request
+from modelplex_runtime.errors import APIError, bad_request
+
+INT64 = 2**63
+MAX_STOP_STRINGS = 16
 
 
-class _Body(BaseModel):
-    # OpenAI clients send fields we do not use (user, metadata, ...): accept and ignore them.
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+class StrictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
+
+class RequestBody(StrictBody):
     model: str | None = None
+    # Informational fields: accepted, they change nothing about the answer.
+    user: str | None = None
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(StrictBody):
     include_usage: bool = False
+    include_obfuscation: bool | None = None
+
+    @field_validator("include_obfuscation")
+    @classmethod
+    def _no_obfuscation(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("include_obfuscation is not supported (this runtime sends no obfuscation field)")
+        return value
 
 
-class _Sampling(_Body):
+class SamplingBody(RequestBody):
+    """Fields of chat and text completions that shape generation."""
+
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=-1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64, lt=INT64)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    # Extensions (vLLM's names).
+    top_k: int | None = Field(default=None, ge=-1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    stop_token_ids: list[int] | None = Field(default=None, max_length=64)
     ignore_eos: bool | None = False
+    skip_special_tokens: bool | None = True
 
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if any(s == "" for s in stops):
+            raise ValueError("stop strings must not be empty")
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are supported")
+        return value
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int]
-    echo: bool | None = False
-
-
-class EmbeddingRequest(_Body):
-    input: str | list[str]
-    encoding_format: Literal["float", "base64"] | None = "float"
-    dimensions: int | None = Field(default=None, ge=1)
-
-
-class TokenizeRequest(_Body):
-    text: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    add_special_tokens: bool = True
-    add_generation_prompt: bool = True
-
-
-class DetokenizeRequest(_Body):
-    tokens: list[int]
-    skip_special_tokens: bool = True
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids; {key!r} is not one")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values lie in [-100, 100]; token {key} has {bias}")
+        return value
 
 
 def resolve_model_name(requested: str | None, served_name: str, pipeline_name: str) -> None:
     """Accept the served name, the pipeline name, "default" or nothing; else a 404 naming what is served."""
-    from modelplex_runtime.errors import APIError
-
     if requested in (None, "", "default", served_name, pipeline_name):
         return
     raise APIError(
@@ -85,16 +97,16 @@ def resolve_model_name(requested: str | None, served_name: str, pipeline_name: s
     )
 
 
-def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int) -> int:
+def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int, param: str = "messages") -> int:
     """The number of tokens to generate; 400 naming both lengths when the request cannot fit."""
     if prompt_len == 0:
         # A model cannot continue nothing (no BOS token, an empty template): found by fuzzing.
-        raise bad_request("the prompt is empty (0 tokens); send some text to continue", param="messages")
+        raise bad_request("the prompt is empty (0 tokens); send some text to continue", param=param)
     if prompt_len >= max_model_len:
         raise bad_request(
             f"the prompt is {prompt_len} tokens but this model's context is {max_model_len} tokens "
             "(leaving no room to generate)",
-            param="messages",
+            param=param,
             code="context_length_exceeded",
         )
     room = max_model_len - prompt_len
@@ -110,15 +122,29 @@ def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int) -
     return max_tokens
 
 
-def sampling_params(req: _Sampling, max_tokens: int) -> SamplingParams:
-    if req.n is not None and req.n > 1:
-        raise bad_request("n > 1 is not supported; send n separate requests", param="n")
-    if req.logprobs:
-        raise bad_request("logprobs are not supported by this runtime", param="logprobs")
+def check_n(n: int, limit: int) -> None:
+    if n > limit:
+        raise bad_request(f"n={n} is above this runtime's limit of {limit} sequences per request "
+                          "(its --max-batch-size)", param="n")
+
+
+def sampling_params(req: SamplingBody, max_tokens: int, vocab_size: int | None, *,
+                    logprobs: int | None = None, constraint: Any = None) -> SamplingParams:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    if len(stop) > 16:
-        raise bad_request("at most 16 stop strings are supported", param="stop")
     top_k = req.top_k if req.top_k is not None and req.top_k > 0 else 0
+    bias: list[tuple[int, float]] = []
+    for key, value in (req.logit_bias or {}).items():
+        token = int(key)
+        if vocab_size is not None and token >= vocab_size:
+            raise bad_request(f"logit_bias names token {token}, outside the vocabulary (size {vocab_size})",
+                              param="logit_bias")
+        bias.append((token, float(value)))
+    stop_ids = tuple(req.stop_token_ids or ())
+    if vocab_size is not None and any(t < 0 or t >= vocab_size for t in stop_ids):
+        raise bad_request(f"stop_token_ids must lie in [0, {vocab_size})", param="stop_token_ids")
+    min_tokens = req.min_tokens or 0
+    if min_tokens > max_tokens:
+        raise bad_request(f"min_tokens={min_tokens} is above max_tokens={max_tokens}", param="min_tokens")
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -127,43 +153,25 @@ def sampling_params(req: _Sampling, max_tokens: int) -> SamplingParams:
         seed=req.seed,
         stop=stop,
         ignore_eos=bool(req.ignore_eos),
+        n=req.n or 1,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        repetition_penalty=req.repetition_penalty or 1.0,
+        logit_bias=tuple(bias),
+        min_tokens=min_tokens,
+        stop_token_ids=stop_ids,
+        logprobs=logprobs,
+        skip_special_tokens=req.skip_special_tokens is not False,
+        constraint=constraint,
     )
 
 
-def completion_prompt(prompt: str | list[str] | list[int]) -> str | list[int]:
-    """One prompt per request: a string or a list of token ids."""
-    if isinstance(prompt, str):
-        return prompt
-    if not prompt:
-        raise bad_request("prompt must not be empty", param="prompt")
-    if all(isinstance(p, str) for p in prompt):
-        if len(prompt) != 1:
-            raise bad_request("several prompts in one request are not supported; send one per request", param="prompt")
-        return prompt[0]  # type: ignore[return-value]
-    return list(prompt)  # type: ignore[arg-type]
+def usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    return [m.model_dump(exclude_none=True) for m in messages]
+def refuse(param: str, reason: str) -> APIError:
+    return bad_request(f"{param} is not supported: {reason}", param=param, code="unsupported_parameter")
 
 
-def image_parts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for m in messages:
-        if isinstance(m.content, list):
-            parts.extend(p for p in m.content if p.get("type") in ("image_url", "input_image", "image"))
-    return parts
-
-
-def validate_content_parts(messages: list[ChatMessage]) -> None:
-    for i, m in enumerate(messages):
-        if isinstance(m.content, list):
-            for j, part in enumerate(m.content):
-                kind = part.get("type")
-                if kind == "text" and not isinstance(part.get("text"), str):
-                    raise bad_request(f"messages[{i}].content[{j}].text must be a string", param=f"messages.{i}.content")
-                if kind not in ("text", "image_url", "input_image", "image"):
-                    raise bad_request(
-                        f"messages[{i}].content[{j}] has unsupported type {kind!r} (supported: text, image_url)",
-                        param=f"messages.{i}.content",
-                    )
+Role = Literal["system", "developer", "user", "assistant", "tool"]

@@ -41,6 +41,20 @@ class RuntimeSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
+    max_waiting_requests: int = Field(
+        default=1024,
+        ge=0,
+        description="Sequences held beyond the running batch (--max-batch-size); past it requests get 429 with "
+        "Retry-After. Keep it above the router's max_waiting_per_model (256), which it releases at once on load.",
+    )
+    embedding_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long an embedding request waits for its vectors before a 504."
+    )
+    engine_stall_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="An engine thread busy this long without progress makes /health (the liveness probe) 503.",
+    )
     allow_remote_images: bool = Field(
         default=False, description="Fetch http(s) image_url parts (off: data: URLs only)."
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelplex_runtime.engine.embedder import pooling_mode
 from modelplex_runtime.engine.loader import load_engine
 from modelplex_runtime.engine.quantize import QuantizationError, check_supported, param_bytes, quantize_model
 from modelplex_runtime.engine.sampling import make_generator, sample_row
@@ -147,10 +146,6 @@ def test_chat_template_override(tiny_llama_dir: Path, tmp_path: Path) -> None:
         assert eng.render_chat([{"role": "user", "content": "yo"}]) == "yo!"  # type: ignore[attr-defined]
     finally:
         eng.shutdown()
-
-
-def test_minilm_pooling_is_mean(minilm_dir: Path) -> None:
-    assert pooling_mode(minilm_dir) == "mean"
 
 
 def test_gguf_entry_loads_the_same_model(engine, tiny_llama_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -149,13 +149,15 @@ def test_errors_are_openai_shaped(llama_runtime: RuntimeProcess) -> None:
     assert r.json()["error"]["param"] == "max_tokens"
 
     r = httpx.post(chat, json={"messages": msgs, "max_tokens": 2, "some_future_field": {"x": 1}})
-    assert r.status_code == 200
+    assert r.status_code == 400 and r.json()["error"]["param"] == "some_future_field"
+    r = httpx.post(chat, json={"messages": msgs, "max_tokens": 2, "user": "u", "metadata": {"k": "v"}})
+    assert r.status_code == 200  # informational fields are tolerated
 
     r = httpx.post(chat, json={"model": "gpt-4", "messages": msgs})
     assert r.status_code == 404 and "tiny-chat" in r.json()["error"]["message"]
 
-    r = httpx.post(chat, json={"messages": msgs, "n": 2})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    r = httpx.post(chat, json={"messages": msgs, "n": 9})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"  # above --max-batch-size 8
 
     r = httpx.post(chat, json={"messages": msgs, "max_tokens": 5000})
     assert r.status_code == 400
@@ -257,3 +259,60 @@ def test_stream_interval_sends_tokens_in_fewer_chunks_with_the_same_text(tiny_ll
     assert "".join(str(c["text"]) for c in chunks) == plain["choices"][0]["text"]
     assert plain["usage"]["completion_tokens"] == 48
     assert 2 <= len(chunks) < 48
+
+
+def test_n_logprobs_and_several_prompts(llama_runtime: RuntimeProcess) -> None:
+    c = client(llama_runtime)
+    resp = c.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}], n=2,
+                                     max_tokens=5, temperature=1.0, seed=4, logprobs=True, top_logprobs=2,
+                                     presence_penalty=0.5, frequency_penalty=0.5, extra_body={"ignore_eos": True})
+    assert [ch.index for ch in resp.choices] == [0, 1]
+    assert resp.choices[0].message.content != resp.choices[1].message.content
+    assert resp.usage is not None and resp.usage.completion_tokens == 10
+    for ch in resp.choices:
+        assert ch.logprobs is not None and len(ch.logprobs.content or []) == 5
+        first = (ch.logprobs.content or [])[0]
+        assert len(first.top_logprobs) == 2 and first.logprob <= 0 and first.bytes
+        assert "".join(t.token for t in ch.logprobs.content or []) == ch.message.content
+    plain = c.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.refusal is None
+
+    streamed = c.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}], n=2,
+                                         max_tokens=5, temperature=1.0, seed=4, logprobs=True, top_logprobs=2,
+                                         presence_penalty=0.5, frequency_penalty=0.5, stream=True,
+                                         extra_body={"ignore_eos": True})
+    texts = {0: "", 1: ""}
+    tokens = {0: 0, 1: 0}
+    for chunk in streamed:
+        for ch in chunk.choices:
+            texts[ch.index] += ch.delta.content or ""
+            tokens[ch.index] += len(ch.logprobs.content or []) if ch.logprobs else 0
+    assert texts == {0: resp.choices[0].message.content, 1: resp.choices[1].message.content}
+    assert tokens == {0: 5, 1: 5}
+
+    many = c.completions.create(model="tiny-chat", prompt=["Hello", "The quick"], n=2, max_tokens=4, logprobs=2,
+                                temperature=0, extra_body={"ignore_eos": True})
+    assert [ch.index for ch in many.choices] == [0, 1, 2, 3]
+    assert many.choices[0].text == many.choices[1].text  # greedy: the two samples of a prompt agree
+    lp = many.choices[2].logprobs
+    assert lp is not None and len(lp.tokens or []) == 4 and len(lp.top_logprobs or []) == 4
+    assert lp.text_offset == [0, *[sum(len(t) for t in (lp.tokens or [])[:i]) for i in range(1, 4)]]
+    solo = c.completions.create(model="tiny-chat", prompt="The quick", max_tokens=4, temperature=0,
+                                extra_body={"ignore_eos": True})
+    assert solo.choices[0].text == many.choices[2].text
+    assert many.usage is not None and many.usage.completion_tokens == 16
+
+
+def test_a_full_queue_answers_429_with_retry_after(tiny_llama_dir: Path) -> None:
+    entry = {"Plain": {"model_id": str(tiny_llama_dir)}}
+    body = {"prompt": "Hi", "max_tokens": 400, "ignore_eos": True}
+    with start_runtime(entry, extra_args=["--max-batch-size", "1", "--max-waiting-requests", "1"]) as rt:
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=rt.url, timeout=120) as ac:
+                return list(await asyncio.gather(*[ac.post("/v1/completions", json=body) for _ in range(4)]))
+
+        statuses = sorted(r.status_code for r in asyncio.run(burst()))
+        refused = [r for r in asyncio.run(burst()) if r.status_code == 429]
+    assert statuses == [200, 200, 429, 429]
+    assert refused and refused[0].headers["retry-after"] == "1"
+    assert refused[0].json()["error"]["code"] == "queue_full"

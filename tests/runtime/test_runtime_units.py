@@ -12,6 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from modelplex_runtime import protocol
+from modelplex_runtime.api.chat_request import ChatCompletionRequest
+from modelplex_runtime.api.completions import CompletionRequest, prompts_of
 from modelplex_runtime.device_layers import build_device_map
 from modelplex_runtime.errors import APIError, format_validation_errors
 from modelplex_runtime.images import decode_data_url, fetch_image_bytes, load_image
@@ -76,24 +78,34 @@ def test_check_context_names_both_lengths() -> None:
 
 
 def test_sampling_params_from_request() -> None:
-    req = protocol.CompletionRequest(prompt="x", temperature=0.5, top_p=0.9, top_k=-1, seed=7, stop="\n")
-    p = protocol.sampling_params(req, 12)
+    req = CompletionRequest(prompt="x", temperature=0.5, top_p=0.9, top_k=-1, seed=7, stop="\n")
+    p = protocol.sampling_params(req, 12, 100)
     assert (p.max_tokens, p.temperature, p.top_p, p.top_k, p.seed, p.stop) == (12, 0.5, 0.9, 0, 7, ("\n",))
-    assert not p.greedy
-    assert protocol.sampling_params(protocol.CompletionRequest(prompt="x", temperature=0), 1).greedy
-    with pytest.raises(APIError, match="n > 1"):
-        protocol.sampling_params(protocol.CompletionRequest(prompt="x", n=3), 1)
+    assert not p.greedy and not p.processed
+    assert protocol.sampling_params(CompletionRequest(prompt="x", temperature=0), 1, 100).greedy
+    three = protocol.sampling_params(CompletionRequest(prompt="x", n=3, logit_bias={"5": 2.5}), 4, 100)
+    assert three.n == 3 and three.logit_bias == ((5, 2.5),) and three.processed
+    with pytest.raises(APIError, match="vocabulary"):
+        protocol.sampling_params(CompletionRequest(prompt="x", logit_bias={"500": 1}), 4, 100)
+    with pytest.raises(APIError, match="min_tokens"):
+        protocol.sampling_params(CompletionRequest(prompt="x", min_tokens=9), 4, 100)
 
 
-def test_request_models_tolerate_unknown_fields_and_name_wrong_types() -> None:
-    req = protocol.ChatCompletionRequest.model_validate(
+def test_request_models_are_strict_and_name_wrong_types() -> None:
+    req = ChatCompletionRequest.model_validate(
         {"messages": [{"role": "user", "content": "hi", "name": "bob"}], "user": "u1", "metadata": {}}
     )
     assert req.messages[0].content == "hi"
     with pytest.raises(ValidationError) as exc:
-        protocol.ChatCompletionRequest.model_validate({"messages": [], "temperature": "hot"})
+        ChatCompletionRequest.model_validate({"messages": [], "temperature": "hot"})
     message, param = format_validation_errors([{**e, "loc": ("body", *e["loc"])} for e in exc.value.errors()])
     assert "messages" in message and "temperature" in message and param in ("messages", "temperature")
+    for bad in ({"max_tokens": True}, {"stream": "yes"}, {"stop": [""]}, {"seed": 2**63}, {"n": 1.0},
+                {"some_future_field": 1}, {"logit_bias": {"x": 1}}, {"top_logprobs": 21}):
+        with pytest.raises(ValidationError):
+            ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], **bad})
+    with pytest.raises(ValidationError, match="tool_call_id"):
+        ChatCompletionRequest.model_validate({"messages": [{"role": "tool", "content": "x"}]})
 
 
 def test_model_name_resolution() -> None:
@@ -105,11 +117,12 @@ def test_model_name_resolution() -> None:
 
 
 def test_completion_prompt_shapes() -> None:
-    assert protocol.completion_prompt("a") == "a"
-    assert protocol.completion_prompt(["a"]) == "a"
-    assert protocol.completion_prompt([1, 2]) == [1, 2]
+    assert prompts_of("a") == ["a"]
+    assert prompts_of(["a", "b"]) == ["a", "b"]
+    assert prompts_of([1, 2]) == [[1, 2]]
+    assert prompts_of([[1, 2], [3]]) == [[1, 2], [3]]
     with pytest.raises(APIError):
-        protocol.completion_prompt(["a", "b"])
+        prompts_of([])
 
 
 def test_sse_framing() -> None:

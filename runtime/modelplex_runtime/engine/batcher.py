@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from modelplex_runtime.engine.sampling import make_generator, sample_batch
+from modelplex_runtime.engine import fanout
+from modelplex_runtime.engine.heartbeat import Heartbeat
+from modelplex_runtime.engine.logprobs import TokenTexts
+from modelplex_runtime.engine.sampling import make_generator
+from modelplex_runtime.engine.step import SeqState, choose_tokens, grammar_done, new_state
 from modelplex_runtime.engine_api import SamplingParams, TokenEvent
 from modelplex_runtime.textstream import TextStream
 
@@ -40,9 +44,16 @@ class Generation:
     out_ids: list[int] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
+    index: int = 0  # which of its request's n sequences
+    state: SeqState | None = None  # per-sequence logits work (penalties, grammar, logprobs); None: none
+    group: object | None = None  # the request's n sequences share one prefill
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def emit(self, text: str, finish: str | None = None, error: str | None = None) -> None:
+        logprobs = self.state.take_logprobs() if self.state is not None and self.params.logprobs is not None else None
+        self.on_event(TokenEvent(text, len(self.out_ids), finish, error, self.index, logprobs))
 
 
 class ContinuousBatcher:
@@ -56,6 +67,9 @@ class ContinuousBatcher:
         max_batch_size: int,
         on_step: Callable[[int], None] | None = None,
         threads_for: Callable[[int], int] | None = None,
+        token_texts: TokenTexts | None = None,
+        decode_special: Callable[[Sequence[int]], str] | None = None,
+        stall_seconds: float = 120.0,
         gather_quiet_seconds: float = GATHER_QUIET_SECONDS,
         gather_max_seconds: float = GATHER_MAX_SECONDS,
     ) -> None:
@@ -67,6 +81,10 @@ class ContinuousBatcher:
         self.max_batch_size = max_batch_size
         self.on_step = on_step
         self.threads_for = threads_for
+        self.token_texts = token_texts
+        self.decode_special = decode_special or decode
+        self.heartbeat = Heartbeat()
+        self.stall_seconds = stall_seconds
         self.gather_quiet_seconds = gather_quiet_seconds
         self.gather_max_seconds = gather_max_seconds
         self._threads = 0
@@ -80,18 +98,27 @@ class ContinuousBatcher:
         self._thread.start()
 
     # ---- called from the event loop ----
-    def submit(self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[TokenEvent], None]) -> Generation:
-        seq = Generation(list(prompt_ids), params, on_event, TextStream(self.decode, params.stop), make_generator(params))
+    def submit(self, prompt_ids: list[int], params: SamplingParams,
+               on_event: Callable[[TokenEvent], None]) -> fanout.Group:
+        decode = self.decode if params.skip_special_tokens else self.decode_special
+        group = fanout.Group()
+        for i in range(params.n):
+            group.members.append(Generation(list(prompt_ids), params, on_event, TextStream(decode, params.stop),
+                                            make_generator(params, i), index=i, state=new_state(params),
+                                            group=group))
         with self._cv:
-            self._waiting.append(seq)
+            self._waiting.extend(group.members)
             self._cv.notify()
-        return seq
+        return group
 
     def queue_depth(self) -> int:
         return len(self._waiting)
 
     def running(self) -> int:
         return len(self._running)
+
+    def health(self) -> str | None:
+        return self.heartbeat.problem(self._thread, self.stall_seconds)
 
     def shutdown(self) -> None:
         with self._cv:
@@ -104,7 +131,9 @@ class ContinuousBatcher:
         while True:
             with self._cv:
                 while not self._stopping and not self._waiting and not self._running:
+                    self.heartbeat.idle()
                     self._cv.wait()
+                self.heartbeat.busy()
                 if self._stopping:
                     return
                 if not self._running:
@@ -135,6 +164,7 @@ class ContinuousBatcher:
                     log.exception("decode step failed")
                     self._fail(self._running, exc)
                     self._running, self._cache, self._mask = [], None, None
+            self.heartbeat.beat()
 
     def _gather_arrivals(self) -> None:
         """From idle, wait while requests keep arriving (a few ms at most): a burst becomes one prefill
@@ -154,9 +184,10 @@ class ContinuousBatcher:
         for seq in seqs:
             if not seq.finished:
                 seq.finished = True
-                seq.on_event(TokenEvent("", len(seq.out_ids), "error", error=f"{type(exc).__name__}: {exc}"))
+                seq.emit("", "error", error=f"{type(exc).__name__}: {exc}")
 
-    def _prefill(self, seqs: list[Generation]) -> None:
+    def _prefill(self, admitted: list[Generation]) -> None:
+        seqs, rows = fanout.leaders(admitted)  # a request's n sequences share one prefill
         width = max(len(s.prompt_ids) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -169,7 +200,12 @@ class ContinuousBatcher:
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
-        keep = self._accept(seqs, out.logits[:, -1, :])
+        logits = out.logits[:, -1, :]
+        if rows is not None:
+            index = torch.tensor(rows, device=self.device)
+            cache.batch_select_indices(index)
+            logits, mask, seqs = logits[index], mask[index], admitted
+        keep = self._accept(seqs, logits)
         if not keep:
             return
         if len(keep) < len(seqs):
@@ -202,33 +238,35 @@ class ContinuousBatcher:
 
     def _accept(self, seqs: list[Generation], logits: torch.Tensor) -> list[int]:
         """Sample one token per sequence, report it, and return the indices still generating."""
-        tokens = sample_batch(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        tokens = choose_tokens(logits, seqs, self.eos_ids, self.token_texts)
         keep: list[int] = []
         for i, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
             if seq.cancelled:
                 seq.finished = True
                 continue
             finish: str | None = None
-            if tok in self.eos_ids and not seq.params.ignore_eos:
+            if (tok in self.eos_ids and not seq.params.ignore_eos) or tok in seq.params.stop_token_ids:
                 finish = "stop"
             else:
                 seq.out_ids.append(tok)
                 delta = seq.text.update(seq.out_ids)
-                if seq.text.stopped:
+                if seq.text.stopped or grammar_done(seq.state):
                     finish = "stop"
+                    if not seq.text.stopped:
+                        delta += seq.text.flush(seq.out_ids)
                 elif len(seq.out_ids) >= seq.params.max_tokens:
                     finish = "length"
                     delta += seq.text.flush(seq.out_ids)
                 if finish is None:
                     if delta:
-                        seq.on_event(TokenEvent(delta, len(seq.out_ids)))
+                        seq.emit(delta)
                     keep.append(i)
                     continue
                 seq.finished = True
-                seq.on_event(TokenEvent(delta, len(seq.out_ids), finish))
+                seq.emit(delta, finish)
                 continue
             seq.finished = True
-            seq.on_event(TokenEvent(seq.text.flush(seq.out_ids), len(seq.out_ids), finish))
+            seq.emit(seq.text.flush(seq.out_ids), finish)
         return keep
 
     def _merge(self, cache: DynamicCache, mask: torch.Tensor, seqs: list[Generation]) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from modelplex_runtime.engine import loading
-from modelplex_runtime.engine.embedder import EmbeddingEngine, pooling_mode
+from modelplex_runtime.engine.embedder import (
+    EmbeddingEngine,
+    describe_pooling,
+    load_sentence_transformer,
+    matryoshka_dimensions,
+)
 from modelplex_runtime.engine.quantize import check_supported, param_bytes, quantize_model
 from modelplex_runtime.engine.text_engine import TextEngine
 from modelplex_runtime.engine_api import Engine, EngineOptions, ModelInfo
+from modelplex_runtime.tool_parsers import infer_format
 from modelplex_spec import ModelEntry, ModelKind, resolve_quant
 
 log = logging.getLogger("modelplex_runtime.engine")
@@ -74,6 +79,7 @@ def _load_causal_lm(entry: ModelEntry, options: EngineOptions, device: torch.dev
         quant_note = f"{entry.in_situ_quant}->{scheme.value}"
         log.info("quantized", extra={"scheme": scheme.value, "bytes_before": before, "bytes_after": after,
                                      "seconds": round(time.perf_counter() - started, 3)})
+    head = model.get_output_embeddings()
     info = ModelInfo(
         kind=entry.kind.value,
         max_model_len=loading.context_length(model.config, entry, tokenizer),
@@ -81,27 +87,27 @@ def _load_causal_lm(entry: ModelEntry, options: EngineOptions, device: torch.dev
         dtype=loading.dtype_name(dtype),
         quantization=quant_note,
         extra={"param_bytes": param_bytes(model)},
+        vocab_size=int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size),
+        tool_call_parser=entry.tool_call_parser or infer_format(getattr(tokenizer, "chat_template", None)),
     )
     return TextEngine(model, tokenizer, info, device, options)
 
 
 def _load_embedding(entry: ModelEntry, options: EngineOptions, device: torch.device, dtype: torch.dtype) -> Engine:
-    sel = entry.selector
     hub = loading.hub_kwargs(entry)
-    source = sel.model_id  # type: ignore[union-attr]
-    tokenizer = loading.from_pretrained(AutoTokenizer.from_pretrained, source, **hub)
-    model = loading.from_pretrained(AutoModel.from_pretrained, source, dtype=dtype, **hub)
-    model.to(device).eval()
+    source = entry.selector.model_id  # type: ignore[union-attr]
     model_dir = _local_dir(source, hub)
-    max_len = loading.context_length(model.config, entry, tokenizer)
-    st_config = model_dir / "sentence_bert_config.json" if model_dir else None
-    if st_config is not None and st_config.is_file():
-        st_max = json.loads(st_config.read_text()).get("max_seq_length")
-        if isinstance(st_max, int) and st_max > 0:
-            max_len = min(max_len, st_max)
+    has_config = model_dir is not None and (model_dir / "modules.json").is_file()
+    model = load_sentence_transformer(source, device, dtype, hub, has_config)
+    encoder = model[0].auto_model
+    max_len = loading.context_length(encoder.config, entry, model.tokenizer)
+    if model.max_seq_length:
+        max_len = min(max_len, int(model.max_seq_length))
+    size = model.get_embedding_dimension()
     info = ModelInfo(kind=entry.kind.value, max_model_len=max_len, device=str(device),
-                     dtype=loading.dtype_name(dtype), extra={"pooling": pooling_mode(model_dir)})
-    return EmbeddingEngine(model, tokenizer, info, device, pooling_mode(model_dir), options)
+                     dtype=loading.dtype_name(dtype), extra={"pooling": describe_pooling(model), "embedding_size": size},
+                     embedding_dimensions=matryoshka_dimensions(encoder.config))
+    return EmbeddingEngine(model, info, options)
 
 
 def _local_dir(source: str, hub: dict[str, Any]) -> Path | None:
@@ -112,5 +118,5 @@ def _local_dir(source: str, hub: dict[str, Any]) -> Path | None:
 
         return Path(snapshot_download(source, local_files_only=True, allow_patterns=["*.json"],
                                       **{k: v for k, v in hub.items() if k in ("revision", "cache_dir")}))
-    except Exception:  # pooling config is optional: fall back to mean pooling
+    except Exception:  # no sentence-transformers config: mean pooling and normalization
         return None

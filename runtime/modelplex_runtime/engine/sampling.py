@@ -10,11 +10,12 @@ import torch
 from modelplex_runtime.engine_api import SamplingParams
 
 
-def make_generator(params: SamplingParams) -> torch.Generator | None:
+def make_generator(params: SamplingParams, offset: int = 0) -> torch.Generator | None:
+    """A generator for sequence ``offset`` of a request (its n sequences are seeded seed, seed + 1, ...)."""
     if params.greedy:
         return None
-    seed = params.seed if params.seed is not None else random.getrandbits(63)
-    return torch.Generator(device="cpu").manual_seed(seed)
+    seed = params.seed + offset if params.seed is not None else random.getrandbits(63)
+    return torch.Generator(device="cpu").manual_seed(seed % 2**64)
 
 
 def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:

@@ -7,8 +7,11 @@ from typing import Any
 
 import torch
 
+from modelplex_runtime.constraints import ConstraintSpec
 from modelplex_runtime.engine.batcher import ContinuousBatcher
+from modelplex_runtime.engine.grammar import Compiled, GrammarCompiler
 from modelplex_runtime.engine.loading import cpu_thread_policy
+from modelplex_runtime.engine.logprobs import TokenTexts
 from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine_api import (
     EngineOptions,
@@ -40,35 +43,49 @@ class TextEngine(TokenizerMixin):
         self.tokenizer = tokenizer
         self.info = info
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        eos = eos_token_ids(model, tokenizer)
+        self._grammars = GrammarCompiler(tokenizer, info.vocab_size or len(tokenizer), eos)
         self._batcher = ContinuousBatcher(
             model,
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-            eos_ids=eos_token_ids(model, tokenizer),
+            eos_ids=eos,
             pad_id=int(pad),
             device=device,
             max_batch_size=options.max_batch_size,
             on_step=options.on_step,
             threads_for=cpu_thread_policy(options.cpu_threads) if device.type == "cpu" else None,
+            token_texts=TokenTexts(tokenizer),
+            decode_special=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+            stall_seconds=options.stall_seconds,
         )
 
-    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    tools: list[dict[str, Any]] | None = None) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             raise bad_request("this model has no chat template; set chat_template in its entry or use /v1/completions")
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
         except Exception as exc:  # jinja raises for templates that reject these messages (roles, order)
             raise bad_request(f"the chat template rejected these messages: {exc}", param="messages") from exc
 
-    def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                      tools: list[dict[str, Any]] | None = None) -> list[int]:
         # the rendered template already holds any BOS token
-        return self.tokenize_text(self.render_chat(messages, add_generation_prompt), add_special_tokens=False)
+        return self.tokenize_text(self.render_chat(messages, add_generation_prompt, tools), add_special_tokens=False)
+
+    def compile_constraint(self, spec: ConstraintSpec) -> Compiled:
+        return self._grammars.compile(spec)
+
+    def health(self) -> str | None:
+        return self._batcher.health()
 
     def generate(self, prompt_ids: list[int], params: SamplingParams,
                  on_event: Callable[[TokenEvent], None]) -> GenerationHandle:
         return self._batcher.submit(prompt_ids, params, on_event)
 
-    def embed(self, texts: list[str], on_done: Callable[[Any], None]) -> None:
-        on_done(ValueError("this is not an embedding model"))
+    def embed(self, texts: list[str], on_done: Callable[[Any], None], dimensions: int | None = None) -> Any:
+        raise ValueError("this is not an embedding model")
 
     def queue_depth(self) -> int:
         return self._batcher.queue_depth()

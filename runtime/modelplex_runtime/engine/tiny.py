@@ -30,7 +30,7 @@ _CORPUS = [
 ]
 
 
-def _train_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def _train_tokenizer(vocab_size: int, special_tokens: tuple[str, ...] = ()):  # -> PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,6 +47,8 @@ def _train_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
+    if special_tokens:
+        fast.add_special_tokens({"additional_special_tokens": list(special_tokens)})
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -60,14 +62,16 @@ def make_tiny_llama(
     vocab_size: int = 512,
     max_position_embeddings: int = 2048,
     seed: int = 0,
+    special_tokens: tuple[str, ...] = (),
 ) -> Path:
-    """Write a random-weight Llama causal LM with a trained BPE tokenizer and a chat template."""
+    """Write a random-weight Llama causal LM with a trained BPE tokenizer and a chat template
+    (``special_tokens``: extra special tokens, e.g. a tool-call marker, inside the model's vocabulary)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(vocab_size)
+    tokenizer = _train_tokenizer(vocab_size, special_tokens)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

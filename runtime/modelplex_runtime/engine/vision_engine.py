@@ -20,7 +20,14 @@ from modelplex_runtime.engine.batcher import Generation
 from modelplex_runtime.engine.text_engine import eos_token_ids
 from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine.worker import JobWorker
-from modelplex_runtime.engine_api import EngineOptions, ModelInfo, Prompt, SamplingParams, TokenEvent
+from modelplex_runtime.engine_api import (
+    ConstraintError,
+    EngineOptions,
+    ModelInfo,
+    Prompt,
+    SamplingParams,
+    TokenEvent,
+)
 from modelplex_runtime.errors import bad_request
 from modelplex_runtime.textstream import TextStream
 from modelplex_spec import ModelEntry
@@ -43,8 +50,9 @@ def to_processor_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 class _Streamer(BaseStreamer):
-    def __init__(self, seq: Generation, eos_ids: set[int]) -> None:
+    def __init__(self, seq: Generation, eos_ids: set[int], beat: Callable[[], None]) -> None:
         self.seq = seq
+        self.beat = beat
         self.eos_ids = eos_ids
         self.prompt_seen = False
         self.ended_by_eos = False
@@ -53,6 +61,7 @@ class _Streamer(BaseStreamer):
         if not self.prompt_seen:
             self.prompt_seen = True
             return
+        self.beat()
         seq = self.seq
         for tok in value.reshape(-1).tolist():
             if seq.cancelled or seq.text.stopped or self.ended_by_eos:
@@ -97,7 +106,7 @@ class VisionEngine(TokenizerMixin):
         self._on_step = options.on_step
         self._eos = eos_token_ids(model, self.tokenizer)
         self._busy = 0
-        self._worker: JobWorker[Generation] = JobWorker("vision", self._run_one)
+        self._worker: JobWorker[Generation] = JobWorker("vision", self._run_one, stall_seconds=options.stall_seconds)
 
     def tokenize_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                       images: list[Any] | None = None) -> list[int]:
@@ -123,8 +132,14 @@ class VisionEngine(TokenizerMixin):
         self._worker.submit(seq)
         return seq
 
-    def embed(self, texts: list[str], on_done: Callable[[Any], None]) -> None:
-        on_done(ValueError("this is not an embedding model"))
+    def embed(self, texts: list[str], on_done: Callable[[Any], None], dimensions: int | None = None) -> Any:
+        raise ValueError("this is not an embedding model")
+
+    def compile_constraint(self, spec: Any) -> Any:
+        raise ConstraintError("constrained decoding is not supported for VisionPlain models")
+
+    def health(self) -> str | None:
+        return self._worker.health()
 
     def queue_depth(self) -> int:
         return self._worker.queue_depth()
@@ -169,7 +184,7 @@ class VisionEngine(TokenizerMixin):
         if p.ignore_eos:
             kwargs["min_new_tokens"] = p.max_tokens
         with torch.inference_mode():
-            self.model.generate(**inputs, max_new_tokens=p.max_tokens, streamer=_Streamer(seq, self._eos),
+            self.model.generate(**inputs, max_new_tokens=p.max_tokens, streamer=_Streamer(seq, self._eos, self._worker.heartbeat.beat),
                                 stopping_criteria=StoppingCriteriaList([_Stop(seq)]), **sampling, **kwargs)
 
 

@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from modelplex_runtime.engine.heartbeat import Heartbeat
+
 J = TypeVar("J")
 
 
@@ -24,8 +26,11 @@ class JobWorker(Generic[J]):
         name: str,
         run: Callable[[list[J]], None],
         take: Callable[[deque[J]], list[J]] = take_one,
+        stall_seconds: float = 120.0,
     ) -> None:
         self._run = run
+        self.heartbeat = Heartbeat()
+        self.stall_seconds = stall_seconds
         self._take = take
         self._jobs: deque[J] = deque()
         self._cv = threading.Condition()
@@ -41,6 +46,9 @@ class JobWorker(Generic[J]):
     def queue_depth(self) -> int:
         return len(self._jobs)
 
+    def health(self) -> str | None:
+        return self.heartbeat.problem(self._thread, self.stall_seconds)
+
     def shutdown(self) -> None:
         with self._cv:
             self._stopping = True
@@ -51,8 +59,12 @@ class JobWorker(Generic[J]):
         while True:
             with self._cv:
                 while not self._stopping and not self._jobs:
+                    self.heartbeat.idle()
                     self._cv.wait()
                 if self._stopping:
                     return
+                self.heartbeat.busy()
                 batch = self._take(self._jobs)
-            self._run(batch)
+            if batch:
+                self._run(batch)
+            self.heartbeat.beat()
