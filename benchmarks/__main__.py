@@ -20,11 +20,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import holding, memory_unload, routing_overhead, scale_from_zero, throughput
+from benchmarks import holding, memory_unload, routing_overhead, scale_from_zero, structured, throughput
 from benchmarks.report import Section, extract_section, machine, merge_sections, render_page, write
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPARISONS = ("routing", "scale", "throughput", "memory", "holding")
+COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holding")
 
 
 def sizes(mode: str, repeats: int | None) -> dict[str, object]:
@@ -38,6 +38,7 @@ def sizes(mode: str, repeats: int | None) -> dict[str, object]:
         "routing_backends": ("stub", "tiny") if not mode == "smoke" else ("stub",),
         "scale": scale_from_zero.Sizes(repeats=r),
         "throughput": throughput.Sizes(mode=mode, repeats=r),
+        "structured": structured.Sizes(mode=mode, repeats=r),
         "memory": memory_unload.Sizes(cycles=500 if full else 60 if quick else 10, repeats=1),
         "holding": holding.Sizes(requests=500 if not mode == "smoke" else 50,
                                  load_delay=3.0 if full else 2.0 if quick else 1.0,
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                  for b in sz["routing_backends"]}, sz["routing"], img)),
             "scale": ("Scale from zero", lambda: scale_from_zero.section(tiny(), sz["scale"], img)),
             "throughput": ("Runtime throughput vs transformers serve", lambda: throughput.section(sz["throughput"], img)),
+            "structured": ("Constrained decoding", lambda: structured.section(sz["structured"])),
             "memory": ("Unload frees memory", lambda: memory_unload.section(tiny(), sz["memory"], img)),
             "holding": ("Holding requests", lambda: holding.section(sz["holding"], img)),
         }

@@ -171,13 +171,26 @@ def check_bounds(payload: dict[str, Any], bounds: RequestBounds) -> None:
         )
 
 
+def sequences(payload: dict[str, Any]) -> int:
+    """How many sequences a request generates: ``n`` per prompt, times the prompts of a text completion."""
+    n = payload.get("n")
+    count = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    prompt = payload.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+        count *= len(prompt)
+    return count
+
+
 def check_max_tokens(payload: dict[str, Any], caps: list[int]) -> None:
-    """BoundError when ``max_tokens`` / ``max_completion_tokens`` is above the smallest cap (rejected, not
-    clamped: a silently shortened answer is harder to notice than a 400)."""
+    """BoundError when the tokens a request may generate, ``max_tokens`` / ``max_completion_tokens`` times
+    its sequences (``n`` x prompts), are above the smallest cap (rejected, not clamped: a silently shortened
+    answer is harder to notice than a 400)."""
     if not caps:
         return
     cap = min(caps)
+    many = sequences(payload)
     for name in ("max_tokens", "max_completion_tokens"):
         value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-            raise BoundError(f"{name}={value} is above the limit of {cap} for this key or model", name)
+        if isinstance(value, int) and not isinstance(value, bool) and value * many > cap:
+            shown = f"{name}={value}" if many == 1 else f"{name}={value} x {many} sequences"
+            raise BoundError(f"{shown} is above the limit of {cap} tokens for this key or model", name)

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 
 from modelplex_runtime.errors import APIError, bad_request
 
@@ -104,7 +105,11 @@ class JSONBodyRoute(APIRoute):
 
         async def checked(request: Request) -> Response:
             if request.method == "POST":
-                value = parse_json_body(await request.body(), request.headers.get("content-type"))
+                try:
+                    raw = await request.body()
+                except ClientDisconnect:  # the client left before sending its body: nothing to answer
+                    return Response(status_code=499)
+                value = parse_json_body(raw, request.headers.get("content-type"))
                 # Starlette's Request.json() caches here; FastAPI then validates this value, unparsed again.
                 request._json = value
             return await handler(request)

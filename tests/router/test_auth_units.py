@@ -153,3 +153,10 @@ def test_request_bounds_name_the_field() -> None:
     with pytest.raises(BoundError) as info:
         check_max_tokens({"max_completion_tokens": 11}, [20, 10])
     assert info.value.param == "max_completion_tokens"
+    # the cap covers every sequence a request generates: n per prompt, times the prompts
+    check_max_tokens({"max_tokens": 5, "n": 2}, [10])
+    with pytest.raises(BoundError, match="6 x 2 sequences"):
+        check_max_tokens({"max_tokens": 6, "n": 2}, [10])
+    with pytest.raises(BoundError, match="4 x 3 sequences"):
+        check_max_tokens({"max_tokens": 4, "prompt": ["a", "b", "c"]}, [10])
+    check_max_tokens({"max_tokens": 4, "prompt": [1, 2, 3], "n": True}, [10])  # token ids: one prompt; bool n ignored

@@ -51,3 +51,50 @@ def test_embedding_model_refuses_chat_and_bad_input(minilm_runtime: RuntimeProce
     assert r.status_code == 400 and "256" in r.json()["error"]["message"]
     models = httpx.get(url + "/v1/models").json()["data"][0]
     assert models["kind"] == "Embedding" and models["max_model_len"] == 256
+
+
+def test_dimensions_need_a_matryoshka_model(minilm_runtime: RuntimeProcess) -> None:
+    url = minilm_runtime.url + "/v1/embeddings"
+    r = httpx.post(url, json={"input": "hi", "dimensions": 128})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions" and "384" in r.json()["error"]["message"]
+    assert httpx.post(url, json={"input": "hi", "dimensions": 384}).status_code == 200  # its own size is a no-op
+    r = httpx.post(url, json={"input": [[1, 2, 3]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_clients_that_leave_are_not_computed(minilm_runtime: RuntimeProcess) -> None:
+    import json
+    import socket
+    import time
+
+    url = minilm_runtime.url
+    before = httpx.get(url + "/metrics").text
+    texts = [f"sentence number {i} about guitars, markets and the weather in many words " * 6 for i in range(64)]
+    body = json.dumps({"input": texts}).encode()
+    request = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    socks = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", minilm_runtime.port))
+        sock.sendall(request)
+        socks.append(sock)
+    for sock in socks:
+        sock.close()
+
+    def settled() -> tuple[float, float]:
+        text = httpx.get(url + "/metrics").text
+        return (_metric(text, "modelplex_runtime_embedding_inputs_total") - _metric(before, "modelplex_runtime_embedding_inputs_total"),
+                _metric(text, "modelplex_runtime_cancelled_requests_total") - _metric(before, "modelplex_runtime_cancelled_requests_total"))
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and settled()[1] < 45:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    embedded, cancelled = settled()
+    assert cancelled >= 45, (embedded, cancelled)
+    assert embedded <= 5 * 64, (embedded, cancelled)  # of 50 x 64 texts sent, at most a few batches ran
+    assert httpx.post(url + "/v1/embeddings", json={"input": "still serving"}).status_code == 200

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from helpers.runtime_process import launch_runtime
 from modelplex_runtime.app import RuntimeDeps, create_app
-from modelplex_runtime.engine_api import Engine, EngineOptions
+from modelplex_runtime.engine_api import Engine, EngineOptions, SamplingParams
 from modelplex_runtime.settings import RuntimeSettings
 from modelplex_spec import ModelEntry
 
@@ -90,3 +90,58 @@ def test_sigterm_lets_inflight_request_finish_and_exits_zero(tiny_llama_dir: Pat
         assert result["r"].json()["usage"]["completion_tokens"] == 200
     finally:
         rt.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the simulated death
+def test_health_turns_503_when_the_engine_thread_is_wedged_or_dead(tiny_llama_dir: Path) -> None:
+    import time
+
+    from modelplex_runtime.engine.loader import load_engine
+
+    gate = threading.Event()
+    loaded: list[Engine] = []
+
+    def loader(entry: ModelEntry, options: EngineOptions) -> Engine:
+        engine = load_engine(entry, options)
+        loaded.append(engine)
+        return engine
+
+    entry = ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}})
+    settings = RuntimeSettings(device="cpu", engine_stall_seconds=0.5)
+    with TestClient(create_app(settings, entry, RuntimeDeps(load_engine=loader))) as client:
+        for _ in range(600):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.1)
+        batcher = loaded[0]._batcher  # type: ignore[attr-defined]
+        model = batcher.model
+
+        def stuck(**kw: object) -> object:
+            gate.wait(30)  # a forward that never returns, as a hung kernel or a deadlock would
+            return model(**kw)
+
+        batcher.model = stuck
+        assert client.get("/health").status_code == 200
+        loaded[0].generate([1, 2, 3], SamplingParams(max_tokens=2), lambda ev: None)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.get("/health").status_code == 200:
+            time.sleep(0.1)
+        wedged = client.get("/health")
+        assert wedged.status_code == 503 and "no progress" in wedged.json()["error"]["message"]
+        batcher.model = model
+        gate.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.get("/health").status_code != 200:
+            time.sleep(0.1)
+        assert client.get("/health").status_code == 200  # it recovered: progress again
+
+        def die() -> None:
+            raise RuntimeError("engine bug")
+
+        batcher._gather_arrivals = die
+        loaded[0].generate([1, 2, 3], SamplingParams(max_tokens=2), lambda ev: None)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.get("/health").status_code == 200:
+            time.sleep(0.1)
+        dead = client.get("/health")
+        assert dead.status_code == 503 and "died" in dead.json()["error"]["message"]
