@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -120,28 +121,25 @@ def test_health_turns_503_when_the_engine_thread_is_wedged_or_dead(tiny_llama_di
             gate.wait(30)  # a forward that never returns, as a hung kernel or a deadlock would
             return model(**kw)
 
+        def health_once(status: int) -> Any:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and client.get("/health").status_code != status:
+                time.sleep(0.1)
+            answer = client.get("/health")
+            assert answer.status_code == status
+            return answer.json()
+
         batcher.model = stuck
         assert client.get("/health").status_code == 200
         loaded[0].generate([1, 2, 3], SamplingParams(max_tokens=2), lambda ev: None)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and client.get("/health").status_code == 200:
-            time.sleep(0.1)
-        wedged = client.get("/health")
-        assert wedged.status_code == 503 and "no progress" in wedged.json()["error"]["message"]
+        assert "no progress" in health_once(503)["error"]["message"]
         batcher.model = model
         gate.set()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and client.get("/health").status_code != 200:
-            time.sleep(0.1)
-        assert client.get("/health").status_code == 200  # it recovered: progress again
+        health_once(200)  # it recovered: progress again
 
         def die() -> None:
             raise RuntimeError("engine bug")
 
         batcher._gather_arrivals = die
         loaded[0].generate([1, 2, 3], SamplingParams(max_tokens=2), lambda ev: None)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and client.get("/health").status_code == 200:
-            time.sleep(0.1)
-        dead = client.get("/health")
-        assert dead.status_code == 503 and "died" in dead.json()["error"]["message"]
+        assert "died" in health_once(503)["error"]["message"]
