@@ -88,7 +88,7 @@ def render_page(sections: list[Section], command: str, started: float, img_prefi
         f"Machine: {machine()}.",
         "",
         "Sizes: `--smoke` (seconds, for the test suite), `--quick` (a few minutes), full by default; "
-        "`--repeats N`, `--only routing,scale,throughput,memory,holding`, `--out DIR`. Raw figures go to "
+        "`--repeats N`, `--only routing,scale,throughput,structured,memory,holding`, `--out DIR`. Raw figures go to "
         "`benchmarks.json` next to this page. The peers run from their own virtualenv, because `litellm[proxy]` "
         "pins `huggingface_hub<2` and `rich<14` and would downgrade both in the runtime's environment:",
         "",

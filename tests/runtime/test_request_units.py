@@ -145,3 +145,17 @@ def test_fanout_shares_one_prefill_per_group() -> None:
     unique, rows = leaders([a, b, c, d])
     assert unique == [a, c] and rows == [0, 0, 1, 0]
     assert leaders([a, c]) == ([a, c], None)
+
+
+def test_a_stream_dropped_before_it_starts_gives_its_ticket_back() -> None:
+    import gc
+    from types import SimpleNamespace
+
+    from modelplex_runtime.api import generation
+
+    gate = AdmissionGate(4)
+    stream = generation.events(None, None, [[1]], SimpleNamespace(n=2), gate.admit(2))  # type: ignore[arg-type]
+    assert gate.held == 2
+    del stream  # the client left before the response was iterated: nothing ran, nothing may stay held
+    gc.collect()
+    assert gate.held == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,8 +60,17 @@ def coalesce(events: Sequence[TokenEvent]) -> list[TokenEvent]:
     return list(merged.values())
 
 
-async def events(ctx: RuntimeContext, engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,
-                 ticket: Ticket, whole: bool = False) -> AsyncIterator[TokenEvent]:
+def events(ctx: RuntimeContext, engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,
+           ticket: Ticket, whole: bool = False) -> AsyncIterator[TokenEvent]:
+    """The request's events (see ``_events``). Its admission ticket goes back when the events end, or
+    when the iterator is dropped without ever starting (a stream whose client left before its first byte)."""
+    stream = _events(ctx, engine, prompts, params, ticket, whole)
+    weakref.finalize(stream, ticket.release)
+    return stream
+
+
+async def _events(ctx: RuntimeContext, engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,
+                  ticket: Ticket, whole: bool) -> AsyncIterator[TokenEvent]:
     """The events of every sequence of the request; ends when each has finished. ``whole`` (a
     non-streamed response) gathers each sequence's text on the engine's thread and wakes the loop once
     per sequence, at its end, instead of once per token."""
@@ -69,11 +79,11 @@ async def events(ctx: RuntimeContext, engine: Engine, prompts: Sequence[list[int
     queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
     timing = _Timing()
     handles: list[GenerationHandle] = []
+    left = len(prompts) * params.n
     try:
         for i, prompt in enumerate(prompts):
             handles.append(engine.generate(prompt, params, _on_token(pump, queue, timing, i * params.n, whole)))
             metrics.prompt_tokens.inc(len(prompt))
-        left = len(prompts) * params.n
         ttft_observed = False
         while left:
             ready = [await queue.get()]
