@@ -26,10 +26,10 @@ def _sections(page: str) -> dict[str, str]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(480)
 def test_smoke_run_writes_the_page_and_plots(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=380)
+                          capture_output=True, text=True, timeout=460)
     assert proc.returncode == 0, proc.stderr[-4000:]
     page = (tmp_path / "benchmarks.md").read_text()
     assert "python -m benchmarks --smoke" in page
