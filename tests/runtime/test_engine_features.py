@@ -95,15 +95,15 @@ def test_n_sequences_share_one_prefill_and_sample_apart(engine: Any) -> None:
 
 def test_processors_follow_openai_and_vllm_semantics() -> None:
     row = torch.tensor([2.0, -2.0, 1.0, 0.5])
-    processors.apply(row, SamplingParams(max_tokens=4, repetition_penalty=2.0), [0], [1], set(), None)
+    processors.apply(row, SamplingParams(max_tokens=4, repetition_penalty=2.0), [0], [1], set())
     assert row.tolist() == [1.0, -4.0, 1.0, 0.5]
     row = torch.zeros(4)
     processors.apply(row, SamplingParams(max_tokens=4, presence_penalty=0.5, frequency_penalty=0.25), [3], [1, 1, 2],
-                     set(), None)
+                     set())
     assert row.tolist() == [0.0, -1.0, -0.75, 0.0]  # generated tokens only: token 3 (prompt) untouched
     row = torch.zeros(4)
     processors.apply(row, SamplingParams(max_tokens=4, logit_bias=((2, 5.0),), min_tokens=2, stop_token_ids=(3,)),
-                     [], [1], {0}, None)
+                     [], [1], {0})
     assert row.tolist() == [float("-inf"), 0.0, 5.0, float("-inf")]
 
 

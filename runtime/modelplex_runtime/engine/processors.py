@@ -1,5 +1,6 @@
-"""Per-sequence logits processors: repetition, presence and frequency penalties, logit_bias, min_tokens
-and a grammar's mask, applied in that order to one sequence's row of a step's logits (in place).
+"""Per-sequence logits processors: repetition, presence and frequency penalties, logit_bias and
+min_tokens, applied in that order to one sequence's row of a step's logits (in place); a grammar's mask
+follows (``grammar.mask_rows``, for every constrained row of the step at once).
 
 Semantics follow OpenAI and vLLM: presence/frequency penalties count the generated tokens only;
 repetition_penalty (HF/vLLM) covers prompt and generated tokens, dividing positive logits and multiplying
@@ -16,7 +17,7 @@ from modelplex_runtime.engine_api import SamplingParams
 
 
 def apply(row: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], out_ids: Sequence[int],
-          eos_ids: set[int], matcher: object | None) -> None:
+          eos_ids: set[int]) -> None:
     vocab = row.shape[-1]
     if params.repetition_penalty != 1.0:
         seen = torch.tensor(sorted({t for t in (*prompt_ids, *out_ids) if 0 <= t < vocab}), dtype=torch.long)
@@ -32,5 +33,3 @@ def apply(row: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], 
         ends = [t for t in (*eos_ids, *params.stop_token_ids) if 0 <= t < vocab]
         if ends:
             row[ends] = float("-inf")
-    if matcher is not None:
-        matcher.mask(row)  # type: ignore[attr-defined]

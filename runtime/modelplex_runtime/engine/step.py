@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from modelplex_runtime.engine import processors
+from modelplex_runtime.engine.grammar import mask_rows
 from modelplex_runtime.engine.logprobs import TokenTexts, token_logprob
 from modelplex_runtime.engine.sampling import sample_batch
 from modelplex_runtime.engine_api import SamplingParams, TokenLogprob
@@ -54,12 +55,19 @@ def choose_tokens(logits: torch.Tensor, seqs: Sequence[Steppable], eos_ids: set[
         return sample_batch(logits, params, generators)
     rows = logits.float().cpu().clone()
     raw: dict[int, torch.Tensor] = {}
+    constrained: list[tuple[int, Any]] = []
     for i, seq in enumerate(seqs):
         if seq.state is None:
             continue
-        if seq.params.logprobs is not None:
+        p = seq.params
+        if p.logprobs is not None:
             raw[i] = torch.log_softmax(rows[i], dim=-1)
-        processors.apply(rows[i], seq.params, seq.prompt_ids, seq.out_ids, eos_ids, seq.state.matcher)
+        if p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0 or p.logit_bias or p.min_tokens:
+            processors.apply(rows[i], p, seq.prompt_ids, seq.out_ids, eos_ids)
+        if seq.state.matcher is not None:
+            constrained.append((i, seq.state.matcher))
+    if constrained:
+        mask_rows(rows, constrained)
     tokens = sample_batch(rows, params, generators)
     for i, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
         state = seq.state
