@@ -154,3 +154,31 @@ def test_an_unsupported_schema_is_refused_by_name(engine: Any) -> None:
 
     with pytest.raises(ConstraintError, match="format"):
         engine.compile_constraint(constraints.json_schema({"type": "string", "format": "no-such-format"}, "bad"))
+
+
+def test_a_failing_grammar_ends_its_sequence_only(engine: Any) -> None:
+    compiled = engine.compile_constraint(constraints.json_schema({"type": "object"}))
+    prompt = engine.tokenize_text("Hello")
+    broken = SamplingParams(max_tokens=20, temperature=0, constraint=compiled)
+    free = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    original = type(compiled.matcher())
+
+    class Refusing(original):  # type: ignore[misc, valid-type]
+        def advance(self, token: int) -> None:
+            raise RuntimeError(f"the grammar refused token {token}: simulated")
+
+    make = compiled.matcher
+    compiled.matcher = lambda: Refusing(make()._m, compiled.vocab_size)  # type: ignore[method-assign]
+    try:
+        out: dict[str, Any] = {}
+        threads = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, run(engine, [prompt], p)))
+                   for k, p in (("broken", broken), ("free", free))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        compiled.matcher = make  # type: ignore[method-assign]
+    last = out["broken"][0][0][-1]
+    assert last.finish_reason == "error" and "simulated" in (last.error or "")
+    assert out["free"][0][0][-1].completion_tokens == 12  # the batch went on

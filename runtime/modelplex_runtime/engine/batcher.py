@@ -244,6 +244,10 @@ class ContinuousBatcher:
             if seq.cancelled:
                 seq.finished = True
                 continue
+            if seq.state is not None and seq.state.error is not None:  # its grammar failed: it alone ends
+                seq.finished = True
+                seq.emit("", "error", error=seq.state.error)
+                continue
             finish: str | None = None
             if (tok in self.eos_ids and not seq.params.ignore_eos) or tok in seq.params.stop_token_ids:
                 finish = "stop"

@@ -26,6 +26,7 @@ class SeqState:
 
     matcher: Any | None = None
     pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet sent with an event
+    error: str | None = None  # the sequence's grammar failed (it ends with this error; the batch goes on)
 
     def take_logprobs(self) -> list[TokenLogprob]:
         taken, self.pending = self.pending, []
@@ -76,7 +77,10 @@ def choose_tokens(logits: torch.Tensor, seqs: Sequence[Steppable], eos_ids: set[
         if i in raw and texts is not None:
             state.pending.append(token_logprob(raw[i], tok, seq.params.logprobs or 0, texts))
         if state.matcher is not None and tok not in eos_ids:
-            state.matcher.advance(tok)
+            try:
+                state.matcher.advance(tok)
+            except RuntimeError as exc:
+                state.error = str(exc)
     return tokens
 
 
