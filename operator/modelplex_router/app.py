@@ -24,6 +24,12 @@ from modelplex_router.key_source import KeySource
 from modelplex_router.limits import Admission
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.proxy import Forwarder
+from modelplex_router.request_body import (
+    check_json_content_type,
+    check_routing_fields,
+    encode_json,
+    parse_json_object,
+)
 from modelplex_router.router import CatalogSource, ModelRouter
 from modelplex_router.settings import RouterSettings
 from modelplex_router.upstream import UpstreamClients
@@ -36,18 +42,16 @@ log = logging.getLogger("modelplex_router")
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize")
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an answer that echoes what a client sent (a model id,
+    a field) renders even when that holds text UTF-8 cannot encode, such as a lone surrogate."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def _error_response(err: RouterError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body) if body else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return payload
+    return SafeJSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
 
 def _json_body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -109,7 +113,13 @@ def create_app(
             await backend.close()
             await clients.aclose()
 
-    app = FastAPI(title="modelplex router", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="modelplex router",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=SafeJSONResponse,
+    )
     app.state.router = router
     app.state.metrics = metrics
     app.state.backend = backend
@@ -143,20 +153,20 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "invalid_request"
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(str(exc.errors()), "invalid_request_error", "invalid_request"), status_code=400
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body("internal error in the router", "server_error", "internal_error"), status_code=500
         )
 
@@ -184,20 +194,16 @@ def create_app(
 
         try:
             principal = guard.principal(request)
-            body = await guard.read_body(request)
-            try:
-                payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-            if not isinstance(payload, dict):
-                raise BadRequest("the request body must be a JSON object")
+            check_json_content_type(request.headers.get("content-type"))
+            payload = parse_json_object(body := await guard.read_body(request))
+            check_routing_fields(payload)
             coord = resolve_for(principal, payload.get("model"))
             model_label = coord.api_id
             admission = guard.admit(principal, coord.api_id, payload)
             # The runtime serves the model under its API id; re-serialise only when the name differs.
             if payload.get("model") != coord.api_id:
                 payload["model"] = coord.api_id
-                body = json.dumps(payload).encode()
+                body = encode_json(payload)
             url = coord.try_acquire()
             if url is None and payload.get("stream") is True:
                 coord.check_can_wait()  # a 429 must come before any byte of the stream
@@ -256,7 +262,10 @@ def create_app(
 
     async def _management_target(request: Request) -> tuple[Principal, str, ModelCoordinator | None]:
         principal = guard.principal(request)
-        payload = _json_object(await guard.read_body(request))
+        body = await guard.read_body(request)
+        if body.strip():
+            check_json_content_type(request.headers.get("content-type"))
+        payload = parse_json_object(body, empty_ok=True)
         model_id = payload.get("model_id")
         if not isinstance(model_id, str) or not model_id:
             raise BadRequest('the request body needs "model_id": an id, alias or "default"', param="model_id")

@@ -54,6 +54,12 @@ class PayloadTooLarge(RouterError):
     code = "request_too_large"
 
 
+class UnsupportedMediaType(RouterError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class RateLimited(RouterError):
     status_code = 429
     error_type = "rate_limit_error"
@@ -84,6 +90,22 @@ class UpstreamError(RouterError):
     code = "runtime_unavailable"
     retryable = False
     """True when the request never reached the runtime (connection refused)."""
+
+
+class RuntimeStalled(RouterError):
+    """The runtime sent no byte for ``stall_timeout_seconds``."""
+
+    status_code = 504
+    error_type = "server_error"
+    code = "runtime_timeout"
+
+
+class RuntimeUnresponsive(RouterError):
+    """The runtime was declared hung (health checks failed) while the request was in flight."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "runtime_unresponsive"
 
 
 def error_body(

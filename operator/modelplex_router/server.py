@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from modelplex_router.app import create_app
@@ -20,7 +22,11 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
     from modelplex_router.local_backend import LocalProcessBackend
 
     return LocalProcessBackend(
-        settings.runtime_command, host=settings.runtime_host, spares=settings.spare_runtimes
+        settings.runtime_command,
+        host=settings.runtime_host,
+        # One body limit: the runtime refuses nothing the router let through.
+        env={**os.environ, "MODELPLEX_RUNTIME_MAX_BODY_BYTES": str(settings.max_body_bytes)},
+        spares=settings.spare_runtimes,
     )
 
 

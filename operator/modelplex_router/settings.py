@@ -81,7 +81,12 @@ class RouterSettings(BaseSettings):
     keys_check_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks of the keys file for changes."
     )
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Larger bodies get 413. The one body limit: local runtimes get the same value, and the "
+        "runtime's own default matches it.",
+    )
     max_messages: int = Field(default=1024, ge=1, description="More chat messages in a request get 400.")
     max_images: int = Field(default=16, ge=0, description="More image parts in a request get 400.")
     max_input_chars: int = Field(

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         type=float,
         help="Send a stream's tokens at most this often (default 20; first token and finish at once; 0: every token).",
     )
-    p.add_argument("--max-body-bytes", type=int, help="Request bodies above this get 413 (default 8 MiB).")
+    p.add_argument("--max-body-bytes", type=int, help="Request bodies above this get 413 (default 32 MiB, as the router).")
     p.add_argument(
         "--max-waiting-requests",
         type=int,

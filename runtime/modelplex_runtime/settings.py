@@ -39,7 +39,10 @@ class RuntimeSettings(BaseSettings):
         "once): fewer, larger chunks leave more CPU to the model. 0 sends each token as it is generated.",
     )
     max_body_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Larger request bodies get 413. The same default as the router's max_body_bytes (the router "
+        "enforces it first and passes its own value to the runtimes it starts).",
     )
     max_waiting_requests: int = Field(
         default=1024,

@@ -66,6 +66,7 @@ def _call(
     headers = {}
     if key is not None:
         headers = {"Authorization": f"Bearer {key}"} if header == "bearer" else {"x-api-key": key}
+    headers.update(kw.pop("headers", {}))
     with router.client() as c:
         return c.request(method, path, headers=headers, **kw)
 
@@ -213,7 +214,14 @@ def test_limits_answer_429_with_retry_after_and_4xx_for_bounds(secured) -> None:
         what="the slot to come back",
     )
 
-    big = _call(secured, "POST", "/v1/chat/completions", TEAM_A, content=b"{" + b" " * 70000 + b"}")
+    big = _call(
+        secured,
+        "POST",
+        "/v1/chat/completions",
+        TEAM_A,
+        content=b"{" + b" " * 70000 + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     many = _call(
         secured,
