@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modelplex_router.auth import KeysFileError, Principal, visible
 from modelplex_router.backend import ModelBackend, Prestarting
 from modelplex_router.coordinator import ModelCoordinator
+from modelplex_router.endpoint import Endpoint
 from modelplex_router.errors import BadRequest, ModelNotFound, RouterError, UpstreamError, error_body
 from modelplex_router.guard import AccessGuard, audit
 from modelplex_router.key_source import KeySource
@@ -95,9 +96,12 @@ def create_app(
     metrics = RouterMetrics()
     router = ModelRouter(config, backend, settings, metrics, catalog_source)
     clients = UpstreamClients(
-        settings.upstream_lanes, settings.upstream_max_connections, settings.upstream_connect_timeout
+        settings.upstream_lanes,
+        settings.upstream_max_connections,
+        settings.upstream_connect_timeout,
+        settings.stall_timeout_seconds,
     )
-    forwarder = Forwarder(clients, settings.loading_comment_interval)
+    forwarder = Forwarder(clients, settings.loading_comment_interval, settings.stall_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -204,26 +208,26 @@ def create_app(
             if payload.get("model") != coord.api_id:
                 payload["model"] = coord.api_id
                 body = encode_json(payload)
-            url = coord.try_acquire()
-            if url is None and payload.get("stream") is True:
-                coord.check_can_wait()  # a 429 must come before any byte of the stream
+            endpoint = coord.try_acquire()
+            if endpoint is None and payload.get("stream") is True:
+                coord.check_can_wait()  # a 429 (or a back-off's 503) must come before any byte of the stream
                 return forwarder.held_stream(coord, path, body, finish)
 
-            async def serve(url: str | None) -> Response:
-                if url is None:
-                    url = await coord.acquire()
+            async def serve(endpoint: Endpoint | None) -> Response:
+                if endpoint is None:
+                    endpoint = await coord.acquire()
                 try:
-                    return await forwarder.forward(coord, url, path, body, finish)
+                    return await forwarder.forward(coord, endpoint, path, body, finish)
                 except UpstreamError as err:
                     if not err.retryable:
                         raise
                     # The runtime died before the monitor noticed: load it again, as for an unloaded model.
-                    url = await coord.acquire()
-                    return await forwarder.forward(coord, url, path, body, finish)
+                    endpoint = await coord.acquire()
+                    return await forwarder.forward(coord, endpoint, path, body, finish)
 
             if payload.get("stream") is True:
-                return await serve(url)  # a stream's response watches for the client itself
-            response = await until_client_leaves(request, serve(url))
+                return await serve(endpoint)  # a stream's response watches for the client itself
+            response = await until_client_leaves(request, serve(endpoint))
             if response is None:
                 finish(499)
                 return Response(status_code=499)
@@ -255,8 +259,7 @@ def create_app(
                 continue
             card = _model_card(coord.api_id)
             card["status"] = coord.status
-            if coord.status == "failed" and coord.error:
-                card["error"] = coord.error
+            card.update(_failure_fields(coord))
             data.append(card)
         return {"object": "list", "data": data}
 
@@ -277,12 +280,22 @@ def create_app(
             reply["error"] = error
         return reply
 
+    def _failure_fields(coord: ModelCoordinator) -> dict[str, Any]:
+        """A failed model's reason and, while it backs off, the seconds until it loads again by itself."""
+        if coord.status != "failed" or not coord.error:
+            return {}
+        fields: dict[str, Any] = {"error": coord.error}
+        retry_in = coord.retry_in()
+        if retry_in is not None:
+            fields["retry_after_seconds"] = retry_in
+        return fields
+
     @app.post("/v1/models/status", openapi_extra=_MODEL_ID_BODY)
     async def model_status(request: Request) -> dict[str, Any]:
         _principal, model_id, coord = await _management_target(request)
         if coord is None:
             return _status_reply(model_id, "not_found")
-        return _status_reply(model_id, coord.status, coord.error if coord.status == "failed" else None)
+        return {**_status_reply(model_id, coord.status), **_failure_fields(coord)}
 
     @app.post("/v1/models/unload", openapi_extra=_MODEL_ID_BODY)
     async def unload_model(request: Request) -> dict[str, Any]:

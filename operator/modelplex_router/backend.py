@@ -19,9 +19,15 @@ in ``kube_backend.py``):
   ``BackendLoadError`` as well when ``timeout_seconds`` pass first. It never leaves the runtime
   half-stopped: on failure the router calls ``stop`` itself.
 * ``stop`` is idempotent: it asks the runtime to exit (SIGTERM / scale to zero; the runtime drains
-  its own in-flight requests), waits up to ``grace_seconds`` and then forces it (SIGKILL / pod delete
-  with grace 0). It returns once the runtime is gone, so its memory is free. The router has already
-  drained its own in-flight requests before calling it.
+  its own in-flight requests), waits up to ``grace_seconds`` and then forces it (SIGKILL; on
+  Kubernetes the kubelet kills pods past their termination grace period). It returns once the runtime
+  is gone (its pods deleted, not only no longer counted), so its memory is free; the wait is bounded
+  (Kubernetes: the longer of the pods' grace period and ``grace_seconds``, plus 15 s). The router has
+  already drained its own in-flight requests before calling it.
+* ``end_unresponsive`` is called when the router declared a loaded runtime hung (its health checks
+  failed): the local backend kills the process at once (a frozen process does not act on SIGTERM);
+  the Kubernetes backend leaves the pod to its liveness probe (the kubelet restarts the container) and
+  a later ``wait_ready`` waits for it to be ready again.
 * ``observe`` is cheap (no blocking I/O on the hot path of the local backend; one API read on
   Kubernetes) and is used by the router's monitor to notice a runtime that died while loaded.
 * ``close`` stops every runtime the backend started (local) or releases clients (Kubernetes; there the
@@ -84,6 +90,10 @@ class ModelBackend(Protocol):
 
     async def stop(self, api_id: str, grace_seconds: float) -> None:
         """Stop the runtime (scale to zero) and return once it is gone; no-op when not running."""
+        ...
+
+    async def end_unresponsive(self, api_id: str) -> None:
+        """The runtime stopped answering: end it now, or leave it to the platform's own restart."""
         ...
 
     async def observe(self, api_id: str) -> BackendObservation:

@@ -33,6 +33,12 @@ def add_router_options(parser: argparse.ArgumentParser) -> None:
         help="how long an unload waits for in-flight requests (30)",
     )
     parser.add_argument(
+        "--stall-timeout-seconds",
+        type=float,
+        default=None,
+        help="a runtime that sends nothing for this long ends the request with 504 (120)",
+    )
+    parser.add_argument(
         "--runtime-command",
         default=None,
         help="command starting one runtime (default: python -m modelplex_runtime)",
@@ -80,6 +86,7 @@ def settings_from_args(
         "max_wait_seconds",
         "max_waiting_per_model",
         "drain_grace_seconds",
+        "stall_timeout_seconds",
         "spare_runtimes",
         "api_keys_file",
         "require_api_keys",

@@ -1,24 +1,33 @@
-"""One model's lifecycle driver: single-flight loads, bounded waiting, drain accounting, idle unload.
+"""One model's lifecycle driver: single-flight loads, bounded waiting, back-off, drain accounting, and
+what happens when its runtime dies or hangs.
 
 Backend-agnostic: all it needs is a ``ModelBackend``. The legal state moves come from
-``lifecycle.transition``; this class adds the waiting and counting around them.
+``lifecycle.transition``, the back-off from ``backoff``; this class adds the waiting and counting around
+them. The periodic checks that call into it (idle unload, crashes, health) live in ``monitor.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, UsageRecorder
+from modelplex_router.backoff import BackoffPolicy, LoadBackoff
+from modelplex_router.endpoint import Endpoint
 from modelplex_router.errors import LoadFailed, LoadWaitTimeout, TooManyWaiting
-from modelplex_router.lifecycle import Event, ModelState, api_status, idle_unload_due, transition
+from modelplex_router.lifecycle import Event, ModelState, api_status, transition
 from modelplex_router.metrics import RouterMetrics
+from modelplex_router.occupancy import Occupancy
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry
 
 log = logging.getLogger("modelplex_router.lifecycle")
+
+# A reload whose load an unload cancelled starts over after that unload, this many times at most.
+_RELOAD_ATTEMPTS = 3
 
 
 class ModelCoordinator:
@@ -32,28 +41,24 @@ class ModelCoordinator:
     ) -> None:
         self.api_id = api_id
         self.entry = entry
-        self._backend = backend
-        self._settings = settings
-        self._metrics = metrics
+        self.backend = backend
+        self.settings = settings
+        self.metrics = metrics
         self.state = ModelState.UNLOADED
         self.error: str | None = None
-        self.url: str | None = None
-        self.in_flight = 0
-        self.waiting = 0
-        self.last_used = time.monotonic()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self.endpoint: Endpoint | None = None
+        # Several router replicas share the backend's runtimes: tell the others about our uses.
+        self.occupancy = Occupancy(api_id, metrics, backend if isinstance(backend, UsageRecorder) else None)
+        self.backoff = LoadBackoff(
+            BackoffPolicy(settings.load_backoff_initial_seconds, settings.load_backoff_max_seconds)
+        )
         # Serialises backend start/stop for this model: a load queued behind an unload starts after it.
         self._lifecycle_lock = asyncio.Lock()
         self._load_task: asyncio.Task[None] | None = None
         self._unload_task: asyncio.Task[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Several router replicas share the backend's runtimes: tell the others about our uses.
-        self._usage = backend if isinstance(backend, UsageRecorder) else None
-        self._note_task: asyncio.Task[None] | None = None
         metrics.set_status(api_id, self.state)
-        metrics.requests_waiting.labels(model=api_id).set(0)
-        metrics.requests_in_flight.labels(model=api_id).set(0)
+        metrics.load_backoff.labels(model=api_id).set(0)
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -62,13 +67,33 @@ class ModelCoordinator:
         return api_status(self.state)
 
     @property
+    def in_flight(self) -> int:
+        return self.occupancy.in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self.occupancy.waiting
+
+    @property
     def waiting_full(self) -> bool:
-        return self.waiting >= self._settings.max_waiting_per_model
+        return self.occupancy.waiting >= self.settings.max_waiting_per_model
+
+    @property
+    def lifecycle_busy(self) -> bool:
+        """A load, unload or reap is under way (the monitor leaves the model alone meanwhile)."""
+        return self._lifecycle_lock.locked()
+
+    def retry_in(self, now: float | None = None) -> int | None:
+        """Whole seconds until a failed model is loaded again automatically; None when not backing off."""
+        now = time.monotonic() if now is None else now
+        if self.state is not ModelState.FAILED or self.backoff.remaining(now) <= 0:
+            return None
+        return self.backoff.retry_after(now)
 
     def _move(self, event: Event) -> None:
         before = self.state
         self.state = transition(self.state, event)
-        self._metrics.set_status(self.api_id, self.state)
+        self.metrics.set_status(self.api_id, self.state)
         log.info(
             "model %s: %s -> %s",
             self.api_id,
@@ -79,27 +104,26 @@ class ModelCoordinator:
 
     # -- serving ----------------------------------------------------------------------------------
 
-    def try_acquire(self) -> str | None:
-        """The runtime URL with the request counted in flight, or None when the model must load first."""
-        if self.state is ModelState.LOADED and self.url is not None:
-            self._enter()
-            return self.url
+    def try_acquire(self) -> Endpoint | None:
+        """The runtime, with the request counted in flight; None when the model must load first."""
+        if self.state is ModelState.LOADED and self.endpoint is not None:
+            self.occupancy.enter()
+            return self.endpoint
         return None
 
-    async def acquire(self) -> str:
+    async def acquire(self) -> Endpoint:
         """Wait (bounded) until the model is loaded, loading it if needed; count the request in flight."""
-        url = self.try_acquire()
-        if url is not None:
-            return url
+        endpoint = self.try_acquire()
+        if endpoint is not None:
+            return endpoint
         self.check_can_wait()
-        self.waiting += 1
-        self._metrics.requests_waiting.labels(model=self.api_id).set(self.waiting)
-        try:
-            deadline = time.monotonic() + self._settings.max_wait_seconds
+        with self.occupancy.waiting_for_load():
+            deadline = time.monotonic() + self.settings.max_wait_seconds
             while True:
-                url = self.try_acquire()
-                if url is not None:
-                    return url
+                endpoint = self.try_acquire()
+                if endpoint is not None:
+                    return endpoint
+                self._check_backoff()
                 task = self._start_load()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -108,63 +132,44 @@ class ModelCoordinator:
                 if not done:
                     raise self._wait_timeout()
                 if task.cancelled():
-                    raise LoadFailed(
-                        f"model {self.api_id!r} was unloaded while it was loading; retry",
-                        headers={"Retry-After": "1"},
-                    )
+                    # An unload cancelled the load. The request still wants the model: the next turn
+                    # starts another load, which runs once that unload is done (or joins a reload's).
+                    continue
                 exc = task.exception()
                 if exc is not None:
                     raise exc
-        finally:
-            self.waiting -= 1
-            self._metrics.requests_waiting.labels(model=self.api_id).set(self.waiting)
 
     def check_can_wait(self) -> None:
-        """TooManyWaiting (429) when this model's waiting room is full."""
+        """TooManyWaiting (429) when this model's waiting room is full; LoadFailed (503) while it backs off
+        after failed loads. Both before any byte of a held stream is sent."""
         if self.waiting_full:
             raise TooManyWaiting(
                 f"too many requests are waiting for model {self.api_id!r} to load "
-                f"(limit {self._settings.max_waiting_per_model}); retry later",
-                headers={"Retry-After": str(self._settings.retry_after_seconds)},
+                f"(limit {self.settings.max_waiting_per_model}); retry later",
+                headers={"Retry-After": str(self.settings.retry_after_seconds)},
+            )
+        self._check_backoff()
+
+    def _check_backoff(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            return  # a load (a reload) is under way: join it
+        retry_in = self.retry_in()
+        if retry_in is not None:
+            raise LoadFailed(
+                f"model {self.api_id!r} failed to load: {self.error}; "
+                f"next automatic try in {retry_in}s ({self.backoff.failures} failures in a row)",
+                headers={"Retry-After": str(retry_in)},
             )
 
     def _wait_timeout(self) -> LoadWaitTimeout:
         return LoadWaitTimeout(
-            f"model {self.api_id!r} is still loading after {self._settings.max_wait_seconds:g}s; retry later",
-            headers={"Retry-After": str(self._settings.retry_after_seconds)},
+            f"model {self.api_id!r} is still loading after {self.settings.max_wait_seconds:g}s; retry later",
+            headers={"Retry-After": str(self.settings.retry_after_seconds)},
         )
-
-    def _enter(self) -> None:
-        self.in_flight += 1
-        self._drained.clear()
-        self.last_used = time.monotonic()
-        self._metrics.requests_in_flight.labels(model=self.api_id).set(self.in_flight)
-        self._note_used()
-
-    def _note_used(self) -> None:
-        """Share the use with other router replicas, off the request path (the backend throttles)."""
-        if self._usage is None or (self._note_task is not None and not self._note_task.done()):
-            return
-        self._note_task = asyncio.get_running_loop().create_task(
-            self._write_use(self._usage), name=f"note use {self.api_id}"
-        )
-
-    async def _write_use(self, usage: UsageRecorder) -> None:
-        try:
-            await usage.note_used(self.api_id)
-        except Exception as exc:
-            # Only the other replicas' idle decisions depend on it; the request must not suffer.
-            log.warning(
-                "model %s: could not record its use: %s", self.api_id, exc, extra={"model": self.api_id}
-            )
 
     def release(self) -> None:
         """A request counted by acquire has finished (its response is fully sent or abandoned)."""
-        self.in_flight -= 1
-        self.last_used = time.monotonic()
-        self._metrics.requests_in_flight.labels(model=self.api_id).set(self.in_flight)
-        if self.in_flight == 0:
-            self._drained.set()
+        self.occupancy.leave()
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -177,11 +182,20 @@ class ModelCoordinator:
         return self._load_task
 
     async def load(self) -> None:
-        """Load the model (or join the running load) and wait for it, without the request wait bound."""
-        if self.state is ModelState.LOADED:
-            return
-        task = self._start_load()
-        await asyncio.shield(task)
+        """Load the model now, back-off or not (``reload``), and wait for it without the request wait
+        bound. A load that an unload cancels starts over once the unload is done. LoadFailed on failure."""
+        for _ in range(_RELOAD_ATTEMPTS):
+            if self.state is ModelState.LOADED:
+                return
+            task = self._start_load()
+            # wait(), not the task itself: a cancelled load must not cancel (or escape from) this call.
+            await asyncio.wait({task})
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+        if self.state is not ModelState.LOADED:
+            raise LoadFailed(f"model {self.api_id!r} was unloaded while it was loading, repeatedly")
 
     async def _load(self) -> None:
         async with self._lifecycle_lock:
@@ -192,52 +206,74 @@ class ModelCoordinator:
             log.info("loading model %s", self.api_id, extra={"model": self.api_id})
             progress = asyncio.create_task(self._log_progress(started), name=f"progress {self.api_id}")
             try:
-                await self._backend.ensure_started(self.api_id, self.entry)
-                url = await self._backend.wait_ready(self.api_id, self._settings.load_timeout_seconds)
+                await self.backend.ensure_started(self.api_id, self.entry)
+                url = await self.backend.wait_ready(self.api_id, self.settings.load_timeout_seconds)
             except asyncio.CancelledError:
                 # Unloaded while loading: stop what was started, then let the cancel through.
-                await self._backend.stop(self.api_id, self._settings.stop_grace_seconds)
+                await self._stop_quietly("after a cancelled load")
                 self._move(Event.UNLOAD)
                 self._move(Event.STOPPED)
-                self._metrics.model_loads_total.labels(model=self.api_id, result="cancelled").inc()
+                self.metrics.model_loads_total.labels(model=self.api_id, result="cancelled").inc()
                 raise
             except Exception as exc:
-                message = str(exc) if isinstance(exc, BackendLoadError) else f"{type(exc).__name__}: {exc}"
-                with contextlib.suppress(Exception):
-                    await self._backend.stop(self.api_id, self._settings.stop_grace_seconds)
-                self.error = message
-                self._move(Event.LOAD_FAILED)
-                self._metrics.model_loads_total.labels(model=self.api_id, result="failure").inc()
-                log.error(
-                    "model %s failed to load: %s",
-                    self.api_id,
-                    message,
-                    extra={"model": self.api_id, "duration_s": round(time.monotonic() - started, 3)},
-                )
-                raise LoadFailed(f"model {self.api_id!r} failed to load: {message}") from None
+                raise await self._load_failed(exc, started) from None
             finally:
                 progress.cancel()
             duration = time.monotonic() - started
-            self.url = url
+            self.endpoint = Endpoint(
+                self.api_id, url, self.settings.health_check_failures, self.settings.retry_after_seconds
+            )
             self.error = None
-            self.last_used = time.monotonic()
+            self.occupancy.last_used = time.monotonic()
+            self.backoff.succeeded()
+            self.metrics.load_backoff.labels(model=self.api_id).set(0)
             self._move(Event.READY)
-            self._metrics.model_loads_total.labels(model=self.api_id, result="success").inc()
-            self._metrics.model_load_duration.labels(model=self.api_id).observe(duration)
-            obs = await self._backend.observe(self.api_id)
-            if obs.memory_bytes is not None:
-                self._metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
+            self.metrics.model_loads_total.labels(model=self.api_id, result="success").inc()
+            self.metrics.model_load_duration.labels(model=self.api_id).observe(duration)
+            rss = None
+            try:
+                rss = self.observed(await self.backend.observe(self.api_id)).memory_bytes
+            except Exception as exc:
+                # The model is loaded and its waiters are served; only the memory figure is missing.
+                log.warning("model %s: cannot observe it after loading: %s", self.api_id, exc)
             log.info(
                 "model %s loaded in %.2fs",
                 self.api_id,
                 duration,
-                extra={
-                    "model": self.api_id,
-                    "duration_s": round(duration, 3),
-                    "url": url,
-                    "rss_bytes": obs.memory_bytes,
-                },
+                extra={"model": self.api_id, "duration_s": round(duration, 3), "url": url, "rss_bytes": rss},
             )
+
+    async def _load_failed(self, exc: Exception, started: float) -> LoadFailed:
+        """Record a failed load (state, back-off, metrics, log); the error every waiter gets."""
+        message = str(exc) if isinstance(exc, BackendLoadError) else f"{type(exc).__name__}: {exc}"
+        await self._stop_quietly("after a failed load")
+        self.error = message
+        delay = self.backoff.failed(time.monotonic())
+        self.metrics.load_backoff.labels(model=self.api_id).set(delay)
+        self._move(Event.LOAD_FAILED)
+        self.metrics.model_loads_total.labels(model=self.api_id, result="failure").inc()
+        log.error(
+            "model %s failed to load: %s (next automatic try in %.0fs)",
+            self.api_id,
+            message,
+            delay,
+            extra={
+                "model": self.api_id,
+                "duration_s": round(time.monotonic() - started, 3),
+                "failures": self.backoff.failures,
+                "backoff_s": delay,
+            },
+        )
+        return LoadFailed(
+            f"model {self.api_id!r} failed to load: {message}",
+            headers={"Retry-After": str(max(1, round(delay)))},
+        )
+
+    async def _stop_quietly(self, when: str) -> None:
+        try:
+            await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
+        except Exception as exc:
+            log.warning("model %s: stopping its runtime %s failed: %s", self.api_id, when, exc)
 
     async def _log_progress(self, started: float) -> None:
         while True:
@@ -258,9 +294,9 @@ class ModelCoordinator:
 
     async def unload(self, reason: str = "request") -> str:
         """Drain in-flight requests (bounded), stop the runtime; returns the resulting status."""
-        return await asyncio.shield(self._start_unload(reason))
+        return await asyncio.shield(self.start_unload(reason))
 
-    def _start_unload(self, reason: str) -> asyncio.Task[str]:
+    def start_unload(self, reason: str) -> asyncio.Task[str]:
         if self._unload_task is None or self._unload_task.done():
             self._unload_task = asyncio.create_task(self._unload(reason), name=f"unload {self.api_id}")
             self._unload_task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -270,124 +306,103 @@ class ModelCoordinator:
         load = self._load_task
         if load is not None and not load.done():
             load.cancel()
-            with contextlib.suppress(BaseException):
-                await load
+            await asyncio.wait({load})
         async with self._lifecycle_lock:
             if self.state is ModelState.UNLOADED:
                 return self.status
             was_failed = self.state is ModelState.FAILED
             self._move(Event.UNLOAD)
-            before = await self._backend.observe(self.api_id)
             if not was_failed and self.in_flight:
-                log.info(
-                    "model %s: draining %d in-flight requests",
-                    self.api_id,
-                    self.in_flight,
-                    extra={"model": self.api_id},
-                )
-                try:
-                    await asyncio.wait_for(self._drained.wait(), self._settings.drain_grace_seconds)
-                except TimeoutError:
-                    log.warning(
-                        "model %s: %d requests still running after %.0fs; stopping anyway",
-                        self.api_id,
-                        self.in_flight,
-                        self._settings.drain_grace_seconds,
-                        extra={"model": self.api_id},
-                    )
-            await self._backend.stop(self.api_id, self._settings.stop_grace_seconds)
-            self.url = None
-            self.error = None
-            self._move(Event.STOPPED)
-            self._metrics.model_memory.labels(model=self.api_id).set(0)
-            self._metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
+                await self._drain()
+            rss_before = await self._rss()
+            try:
+                await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
+            finally:
+                # Even when stopping failed (an API error) the model must not stay draining: the next
+                # load starts (or scales) the runtime again, which is idempotent.
+                self.endpoint = None
+                self.error = None
+                self._move(Event.STOPPED)
+                self.metrics.model_memory.labels(model=self.api_id).set(0)
+            self.metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
             log.info(
                 "model %s unloaded (%s); runtime RSS before: %s bytes",
                 self.api_id,
                 reason,
-                before.memory_bytes,
-                extra={"model": self.api_id, "reason": reason, "rss_bytes_before": before.memory_bytes},
+                rss_before,
+                extra={"model": self.api_id, "reason": reason, "rss_bytes_before": rss_before},
             )
             return self.status
 
-    # -- monitoring -------------------------------------------------------------------------------
+    async def _rss(self) -> int | None:
+        try:
+            return (await self.backend.observe(self.api_id)).memory_bytes
+        except Exception:  # only for the log line: an API error must not fail the unload
+            return None
 
-    async def check(self, now: float) -> None:
-        """Periodic check: notice a runtime that died, unload an idle model, refresh memory."""
-        if self.state is not ModelState.LOADED or self._lifecycle_lock.locked():
-            return
-        obs = await self._backend.observe(self.api_id)
-        if not obs.running:
-            await self._runtime_gone(obs)
-            return
-        if obs.memory_bytes is not None:
-            self._metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
-        busy = self.in_flight > 0 or self.waiting > 0
-        if busy:
-            # Long requests count as use for the whole time they run, not only when they start.
-            self._note_used()
-        idle_shared = None if obs.last_used is None else time.time() - obs.last_used
-        if idle_unload_due(
-            self.entry.idle_timeout, self.entry.pinned, busy, now - self.last_used, idle_shared
-        ):
-            log.info(
-                "model %s idle for %.0fs; unloading",
+    async def _drain(self) -> None:
+        log.info(
+            "model %s: draining %d in-flight requests", self.api_id, self.in_flight, extra={"model": self.api_id}
+        )
+        if not await self.occupancy.drained(self.settings.drain_grace_seconds):
+            log.warning(
+                "model %s: %d requests still running after %.0fs; stopping anyway",
                 self.api_id,
-                now - self.last_used if idle_shared is None else min(now - self.last_used, idle_shared),
+                self.in_flight,
+                self.settings.drain_grace_seconds,
                 extra={"model": self.api_id},
             )
-            # In the background: a slow runtime exit must not hold up the checks of other models.
-            self._start_unload("idle")
 
-    async def _runtime_gone(self, obs: BackendObservation) -> None:
-        if obs.failed or obs.message:
-            await self.mark_crashed(obs.message or "the runtime exited")
-            return
-        # Stopped on purpose by someone else (another router replica's idle unload, `kubectl scale`):
-        # not a failure; the next request loads it again.
+    # -- losing the runtime (decided by monitor.py) ---------------------------------------------
+
+    def observed(self, obs: BackendObservation) -> BackendObservation:
+        """Keep the memory metric current from an observation."""
+        if obs.memory_bytes is not None:
+            self.metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
+        return obs
+
+    def lose(self, event: Event, message: str, reason: str, endpoint: Endpoint | None = None) -> Endpoint | None:
+        """The loaded model's runtime died (``CRASHED``) or stopped answering (``HUNG``): record why and
+        route nothing more to it; the next request loads the model again. Returns the lost endpoint, or
+        None (nothing done) when the model is not loaded or ``endpoint`` is no longer its runtime."""
+        lost = self.endpoint
+        if self.state is not ModelState.LOADED or lost is None or (endpoint is not None and lost is not endpoint):
+            return None
+        self.error = message
+        self.endpoint = None
+        self._move(event)
+        self.metrics.model_memory.labels(model=self.api_id).set(0)
+        self.metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
+        return lost
+
+    async def reap(self, unresponsive: bool) -> None:
+        """End what is left of a lost runtime (an exited process, a crash-looping pod, a frozen process)
+        so the next load starts clean."""
+        async with self._lifecycle_lock:
+            if unresponsive:
+                await self.backend.end_unresponsive(self.api_id)
+            else:
+                await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
+
+    async def stopped_elsewhere(self) -> None:
+        """Someone else stopped the runtime on purpose (another router replica's idle unload, `kubectl
+        scale`): not a failure; the model is unloaded and the next request loads it again."""
         async with self._lifecycle_lock:
             if self.state is not ModelState.LOADED:
                 return
-            self.url = None
+            self.endpoint = None
             self._move(Event.UNLOAD)
             self._move(Event.STOPPED)
-            self._metrics.model_memory.labels(model=self.api_id).set(0)
-            self._metrics.model_unloads_total.labels(model=self.api_id, reason="external").inc()
+            self.metrics.model_memory.labels(model=self.api_id).set(0)
+            self.metrics.model_unloads_total.labels(model=self.api_id, reason="external").inc()
             log.info(
                 "model %s: its runtime was stopped outside this router; now unloaded",
                 self.api_id,
                 extra={"model": self.api_id},
             )
 
-    async def mark_crashed(self, message: str) -> None:
-        """The runtime of a loaded model died: record why; the next request loads it again."""
-        if self.state is not ModelState.LOADED:
-            return
-        self.error = message
-        self.url = None
-        self._move(Event.CRASHED)
-        self._metrics.model_memory.labels(model=self.api_id).set(0)
-        self._metrics.model_unloads_total.labels(model=self.api_id, reason="crash").inc()
-        log.error("model %s: runtime died: %s", self.api_id, message, extra={"model": self.api_id})
-        # Reap what is left (an exited process, a crash-looping pod) so a reload starts clean.
-        async with self._lifecycle_lock:
-            await self._backend.stop(self.api_id, self._settings.stop_grace_seconds)
-
-    def cancel_background(self) -> None:
-        """The router is stopping: drop a pending use record (the backend is about to close)."""
-        if self._note_task is not None:
-            self._note_task.cancel()
-
-    def check_soon(self) -> None:
-        """after_upstream_failure in the background (from a stream that cannot wait for it)."""
-        task = asyncio.get_running_loop().create_task(self.after_upstream_failure())
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for this model in the background (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def after_upstream_failure(self) -> None:
-        """A request could not reach the runtime: find out whether it died."""
-        if self.state is not ModelState.LOADED:
-            return
-        obs = await self._backend.observe(self.api_id)
-        if not obs.running:
-            await self._runtime_gone(obs)

@@ -17,7 +17,6 @@ Only ``kubernetes_asyncio`` and ``httpx`` are used; the router never imports kop
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import json
 import logging
@@ -31,32 +30,31 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend
+from modelplex_router.kube_objects import (
+    ANNOTATION_API_ID,
+    ANNOTATION_LAST_USED,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_MULTIMODEL,
+    MANAGED_BY,
+    PLURAL,
+    RUNTIME_PORT,
+    VERSION,
+    config_from_multimodels,
+    deployment_problem,
+    last_used_from,
+    load_target,
+    now_iso,
+    parse_iso,
+    pod_problem,
+    ready_replicas,
+    spec_replicas,
+    stop_bound,
+)
 from modelplex_router.settings import RouterSettings
-from modelplex_spec import KubernetesSettings, ModelEntry, ModelplexConfig
-from modelplex_spec.config import parse_entries
+from modelplex_spec import ModelEntry, ModelplexConfig
 
 log = logging.getLogger("modelplex_router.kube")
-
-# The operator's contract (modelplex_operator.naming; a test checks they agree).
-GROUP = "modelplex.dev"
-VERSION = "v1alpha1"
-PLURAL = "multimodels"
-LABEL_MULTIMODEL = f"{GROUP}/multimodel"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "modelplex-operator"
-ANNOTATION_API_ID = f"{GROUP}/api-id"
-ANNOTATION_LAST_USED = f"{GROUP}/last-used"
-RUNTIME_PORT = 8000
-
-# Container states that will not fix themselves: fail the load with the reason instead of waiting.
-_FATAL_WAITING = {
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-}
 
 
 class KubeBackendSettings(BaseSettings):
@@ -81,93 +79,6 @@ class KubeBackendSettings(BaseSettings):
         default=30.0, ge=0, description="Write the last-used annotation at most this often per model."
     )
     pod_name: str = Field(default="", description="This router's pod, recorded with the last use.")
-
-
-# -- pure helpers ----------------------------------------------------------------------------------
-
-
-def now_iso() -> str:
-    # Milliseconds: idle timeouts can be short, and the readers allow only for the write throttle.
-    return datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def config_from_multimodels(
-    objects: list[Mapping[str, Any]], default_model_id: str | None = None
-) -> tuple[ModelplexConfig, dict[str, str]]:
-    """Every model of the given MultiModels as one config, and API id -> owning MultiModel name.
-
-    API ids must be unique across the MultiModels one router serves; ConfigError lists clashes.
-    """
-    pairs: list[tuple[str, Any]] = []
-    owners: list[str] = []
-    first_default: str | None = None
-    for obj in sorted(objects, key=lambda o: o["metadata"]["name"]):
-        spec = obj.get("spec") or {}
-        first_default = first_default or spec.get("defaultModelId")
-        for label, entry in (spec.get("models") or {}).items():
-            raw = {k: v for k, v in entry.items() if v is not None} if isinstance(entry, Mapping) else entry
-            pairs.append((f"{obj['metadata']['name']}/{label}", raw))
-            owners.append(obj["metadata"]["name"])
-    config = parse_entries(pairs, default_model_id or first_default)
-    return config, {m.entry.api_id: owner for m, owner in zip(config.models, owners, strict=True)}
-
-
-def last_used_from(dep: Mapping[str, Any], write_interval: float) -> float | None:
-    """The latest time any router replica may have used the model, from the last-used annotation.
-
-    Writers record a use at most every ``write_interval`` seconds, so a use may have happened up to that
-    long after the recorded time without being written: count it as that late, or a replica would unload
-    a model that another one keeps serving at a steady rate.
-    """
-    value = ((dep.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_USED, "")
-    written = parse_iso(value.split(" ")[0] if value else None)
-    return None if written is None else written + write_interval
-
-
-def load_target(entry: ModelEntry) -> tuple[int, int]:
-    """(replicas when loaded, replicas when unloaded) for an entry."""
-    k8s = entry.kubernetes or KubernetesSettings()
-    return max(k8s.maxReplicas, 1), k8s.minReplicas
-
-
-def pod_problem(pods: list[Mapping[str, Any]]) -> str | None:
-    """A one-line reason when a model's pods cannot become ready without someone's help."""
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _FATAL_WAITING:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                detail = waiting.get("message") or last.get("message") or last.get("reason") or ""
-                return f"pod {pod['metadata']['name']}: {waiting['reason']}" + (
-                    f": {detail}" if detail else ""
-                )
-    return None
-
-
-def deployment_problem(dep: Mapping[str, Any]) -> str | None:
-    for cond in (dep.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("status") == "False":
-            return f"deployment {dep['metadata']['name']}: {cond.get('message') or cond.get('reason')}"
-        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return f"deployment {dep['metadata']['name']}: {cond.get('message') or cond.get('reason')}"
-    return None
-
-
-def ready_replicas(dep: Mapping[str, Any]) -> int:
-    return int((dep.get("status") or {}).get("readyReplicas") or 0)
-
-
-def spec_replicas(dep: Mapping[str, Any]) -> int:
-    return int((dep.get("spec") or {}).get("replicas", 1) or 0)
 
 
 @dataclass
@@ -204,7 +115,16 @@ class KubeBackend:
 
     @staticmethod
     async def _json(resp: Any) -> Any:
-        return json.loads(await resp.read())
+        """The body of a raw (``_preload_content=False``) response; ApiException for a non-2xx status,
+        which the client does not raise itself for raw responses."""
+        body = await resp.read()
+        if not 200 <= resp.status <= 299:
+            from kubernetes_asyncio.client.exceptions import ApiException
+
+            exc = ApiException(status=resp.status, reason=resp.reason)
+            exc.body = body.decode("utf-8", "replace")
+            raise exc
+        return json.loads(body) if body else {}
 
     async def _read_deployment(self, name: str) -> dict[str, Any]:
         apps, _, _ = await self._apis()
@@ -223,23 +143,27 @@ class KubeBackend:
 
     async def _patch_deployment(self, name: str, body: dict[str, Any]) -> None:
         apps, _, _ = await self._apis()
-        await apps.patch_namespaced_deployment(
-            name,
-            self.settings.namespace,
-            body,
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
+        await self._json(
+            await apps.patch_namespaced_deployment(
+                name,
+                self.settings.namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
         )
 
     async def _scale(self, name: str, replicas: int) -> None:
         apps, _, _ = await self._apis()
         # An absolute count through the scale subresource: idempotent across router replicas.
-        await apps.patch_namespaced_deployment_scale(
-            name,
-            self.settings.namespace,
-            {"spec": {"replicas": replicas}},
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
+        await self._json(
+            await apps.patch_namespaced_deployment_scale(
+                name,
+                self.settings.namespace,
+                {"spec": {"replicas": replicas}},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
         )
 
     # -- discovery -------------------------------------------------------------------------------
@@ -318,13 +242,26 @@ class KubeBackend:
         if spec_replicas(dep) < loaded:
             log.info("scaling %s up to %d", dep["metadata"]["name"], loaded, extra={"model": api_id})
             await self._scale(dep["metadata"]["name"], loaded)
-        await self.note_used(api_id, force=True)
+        try:
+            await self.note_used(api_id, force=True)
+        except Exception as exc:
+            # Only the other replicas' idle decisions read it: the load goes on (the next use retries).
+            log.warning("model %s: cannot record its use: %s", api_id, exc, extra={"model": api_id})
 
     async def wait_ready(self, api_id: str, timeout_seconds: float) -> str:
         deadline = time.monotonic() + timeout_seconds
         last_reason = "no ready replica yet"
         while True:
-            dep = await self._deployment(api_id)
+            try:
+                dep = await self._deployment(api_id)
+            except Exception as exc:
+                if not transient_api_error(exc) or time.monotonic() >= deadline:
+                    raise
+                # A blip of the API server is no reason to fail a load that may be nearly done.
+                last_reason = f"the Kubernetes API failed: {exc}"
+                log.warning("model %s: %s; still waiting", api_id, last_reason, extra={"model": api_id})
+                await asyncio.sleep(self.settings.poll_interval)
+                continue
             name = dep["metadata"]["name"]
             problem = deployment_problem(dep)
             if problem:
@@ -353,6 +290,11 @@ class KubeBackend:
             return False
 
     async def _pod_problem(self, dep: Mapping[str, Any]) -> str | None:
+        pods = await self._pods(dep)
+        return pod_problem(pods) if pods else None
+
+    async def _pods(self, dep: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """The Deployment's pods (by its selector); None when they cannot be listed."""
         match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if not match:
             return None
@@ -367,12 +309,11 @@ class KubeBackend:
         except Exception as exc:  # no permission or no pods API: readiness still works without it
             log.debug("cannot list pods: %s", exc)
             return None
-        items = [
+        return [
             p
             for p in pods.get("items", [])
             if match.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()
         ]
-        return pod_problem(items)
 
     async def stop(self, api_id: str, grace_seconds: float) -> None:
         model = self._models.get(api_id)
@@ -383,13 +324,38 @@ class KubeBackend:
         if spec_replicas(dep) != unloaded:
             log.info("scaling %s down to %d", name, unloaded, extra={"model": api_id})
             await self._scale(name, unloaded)
-        # The runtime drains its own requests on SIGTERM; wait for the pods to go so the GPU is free.
-        deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline:
-            dep = await self._deployment(api_id)
-            if int((dep.get("status") or {}).get("replicas") or 0) <= unloaded:
+        # The runtime drains its own requests on SIGTERM; wait until its pods are gone (not only no longer
+        # counted: a terminating pod still holds its GPU), as long as the kubelet may take to kill them.
+        deadline = time.monotonic() + stop_bound(dep, grace_seconds)
+        while True:
+            left = await self._pods_left(dep, unloaded)
+            if left is None:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "model %s: pod %s still there after scaling %s down to %d; giving up waiting",
+                    api_id, left, name, unloaded, extra={"model": api_id},
+                )  # fmt: skip
                 return
             await asyncio.sleep(self.settings.poll_interval)
+
+    async def _pods_left(self, dep: Mapping[str, Any], unloaded: int) -> str | None:
+        """A pod beyond ``unloaded`` that still exists (terminating or not); None when there is none."""
+        pods = await self._pods(dep)
+        if pods is None:  # pods cannot be listed: fall back to the Deployment's own count
+            dep = await self._read_deployment(dep["metadata"]["name"])
+            count = int((dep.get("status") or {}).get("replicas") or 0)
+            return None if count <= unloaded else f"({count} replicas)"
+        return pods[unloaded]["metadata"]["name"] if len(pods) > unloaded else None
+
+    async def end_unresponsive(self, api_id: str) -> None:
+        """Leave the pod to its liveness probe (the kubelet restarts the container): the router may not
+        delete pods, and scaling to zero would unload a model other replicas may still be serving."""
+        log.warning(
+            "model %s: runtime unresponsive; leaving its pod to the liveness probe",
+            api_id,
+            extra={"model": api_id},
+        )
 
     async def observe(self, api_id: str) -> BackendObservation:
         try:
@@ -436,6 +402,16 @@ class KubeBackend:
         dep = await self._deployment(api_id)
         value = ((dep.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_USED, "")
         return parse_iso(value.split(" ")[0] if value else None)
+
+
+def transient_api_error(exc: BaseException) -> bool:
+    """An API error worth retrying: the server overloaded or failing (429, 5xx), or the connection."""
+    import aiohttp
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        return exc.status == 429 or (exc.status or 0) >= 500
+    return isinstance(exc, aiohttp.ClientError | TimeoutError)
 
 
 async def make_api_client(api_url: str | None) -> Any:

@@ -2,9 +2,10 @@
 
     unloaded --load--> loading --ready--> loaded --unload--> draining --stopped--> unloaded
                           |                  |
-                          +--load_failed--> failed (retryable: load again)
+                          +--load_failed--> failed (load again: after the back-off, see backoff.py)
                                              ^
-                          loaded --crashed---+
+                          loaded --crashed---+  (the runtime died)
+                          loaded --hung------+  (it stopped answering its health checks)
 
 Every side effect (starting processes, waiting, draining) happens in ``coordinator.py``; this module
 only says which moves are legal, so the rules can be tested without processes or an event loop.
@@ -30,6 +31,7 @@ class Event(StrEnum):
     UNLOAD = "unload"
     STOPPED = "stopped"
     CRASHED = "crashed"
+    HUNG = "hung"
 
 
 class InvalidTransition(Exception):
@@ -48,6 +50,7 @@ _TRANSITIONS: dict[tuple[ModelState, Event], ModelState] = {
     (ModelState.LOADING, Event.UNLOAD): ModelState.DRAINING,
     (ModelState.LOADED, Event.UNLOAD): ModelState.DRAINING,
     (ModelState.LOADED, Event.CRASHED): ModelState.FAILED,
+    (ModelState.LOADED, Event.HUNG): ModelState.FAILED,
     (ModelState.DRAINING, Event.STOPPED): ModelState.UNLOADED,
     # A failed model has no runtime left; unloading it just clears the failure.
     (ModelState.FAILED, Event.UNLOAD): ModelState.DRAINING,

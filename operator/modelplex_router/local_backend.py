@@ -13,7 +13,6 @@ once the handed-over model has loaded, so the refill does not compete with that 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ctypes
 import json
@@ -23,11 +22,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
 from modelplex_router.backend import BackendLoadError, BackendObservation
+from modelplex_router.failure_reason import Extractor, RuntimeOutput, describe_exit, extractors_for
 from modelplex_spec import ModelEntry
 
 log = logging.getLogger("modelplex_router.local")
@@ -69,7 +70,7 @@ class _Runtime:
     url: str
     started_at: float
     label: str
-    stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
+    output: RuntimeOutput = field(default_factory=RuntimeOutput)
     ready: bool = False
     stopping: bool = False
     warm: bool = False  # a spare that has finished warming up
@@ -84,10 +85,7 @@ class _Runtime:
         return self.process.returncode is None
 
     def exit_reason(self) -> str:
-        code = self.process.returncode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        last = next((line for line in reversed(self.stderr_tail) if line.strip()), None)
-        return f"the runtime {how}: {last}" if last else f"the runtime {how}"
+        return describe_exit(self.process.returncode, self.output.reason())
 
 
 class LocalProcessBackend:
@@ -130,9 +128,6 @@ class LocalProcessBackend:
         rt = await self._hand_to_spare(api_id, entry, port)
         if rt is None:
             entry_json = entry.model_dump_json(exclude_none=True)
-            log.info(
-                "starting runtime for %s on port %d", api_id, port, extra={"model": api_id, "port": port}
-            )
             process = await self._spawn(
                 [
                     "--host",
@@ -146,7 +141,12 @@ class LocalProcessBackend:
                 ],
                 stdin=asyncio.subprocess.DEVNULL,
             )
-            rt = self._track(process, f"http://{self._host}:{port}", api_id)
+            rt = self._track(process, f"http://{self._host}:{port}", api_id, extractors_for(entry.engine))
+            log.info(
+                "started runtime for %s on port %d (pid %d)",
+                api_id, port, process.pid,
+                extra={"model": api_id, "port": port, "pid": process.pid},
+            )  # fmt: skip
         self._runtimes[api_id] = rt
         self._failures.pop(api_id, None)
 
@@ -167,8 +167,12 @@ class LocalProcessBackend:
         except OSError as exc:
             raise BackendLoadError(f"cannot start the runtime ({' '.join(self._command)}): {exc}") from exc
 
-    def _track(self, process: asyncio.subprocess.Process, url: str, label: str) -> _Runtime:
-        rt = _Runtime(process=process, url=url, started_at=time.monotonic(), label=label)
+    def _track(
+        self, process: asyncio.subprocess.Process, url: str, label: str, extractors: Sequence[Extractor] = ()
+    ) -> _Runtime:
+        rt = _Runtime(
+            process=process, url=url, started_at=time.monotonic(), label=label, output=RuntimeOutput(extractors)
+        )
         rt.pump = asyncio.create_task(self._pump_stderr(rt), name=f"stderr {label}")
         return rt
 
@@ -260,7 +264,7 @@ class LocalProcessBackend:
             if not line:
                 break
             text = line.decode("utf-8", "replace").rstrip()
-            rt.stderr_tail.append(text)
+            rt.output.feed(text)
             rt.activity.set()
             logging.getLogger(f"modelplex_router.runtime.{rt.label}").debug(
                 "%s", text, extra={"model": rt.label}
@@ -317,10 +321,16 @@ class LocalProcessBackend:
             return
         await self._reap(api_id, rt, grace_seconds)
 
+    async def end_unresponsive(self, api_id: str) -> None:
+        """SIGKILL at once: a frozen (SIGSTOPped, stuck) runtime would not act on SIGTERM."""
+        rt = self._runtimes.get(api_id)
+        if rt is not None:
+            await self._reap(api_id, rt, grace=0)
+
     async def _reap(self, api_id: str, rt: _Runtime, grace: float) -> None:
         rt.stopping = True
         pid = rt.process.pid
-        if rt.running:
+        if rt.running and grace > 0:
             self._signal_group(pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(rt.process.wait(), grace)

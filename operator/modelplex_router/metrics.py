@@ -39,7 +39,7 @@ class RouterMetrics:
         )
         self.model_loads_total = Counter(
             "modelplex_model_loads_total",
-            "Model loads, by result (success, failure).",
+            "Model loads, by result (success, failure, cancelled).",
             ["model", "result"],
             registry=r,
         )
@@ -70,8 +70,27 @@ class RouterMetrics:
         )
         self.model_unloads_total = Counter(
             "modelplex_model_unloads_total",
-            "Model unloads, by reason (request, idle, crash).",
+            "Model unloads, by reason (request, idle, crash, hung, external, removed).",
             ["model", "reason"],
+            registry=r,
+        )
+
+        self.health_check_failures = Counter(
+            "modelplex_health_check_failures_total",
+            "Failed health checks of loaded runtimes (no answer in time, or not 200).",
+            ["model"],
+            registry=r,
+        )
+        self.upstream_stalls = Counter(
+            "modelplex_upstream_stalls_total",
+            "Requests ended because the runtime sent nothing for stall_timeout_seconds.",
+            ["model"],
+            registry=r,
+        )
+        self.load_backoff = Gauge(
+            "modelplex_model_load_backoff_seconds",
+            "Back-off in force after the model's last failed load (0 after a successful one).",
+            ["model"],
             registry=r,
         )
 

@@ -12,7 +12,9 @@ from modelplex_router.backend import ModelBackend
 from modelplex_router.catalog import Catalog, CatalogChange, diff_catalog
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.errors import ModelNotFound
+from modelplex_router.health import HealthProbe
 from modelplex_router.metrics import RouterMetrics
+from modelplex_router.monitor import Monitor
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ConfigError, ModelplexConfig
 
@@ -45,6 +47,7 @@ class ModelRouter:
         }
         self._catalog_source = catalog_source
         self._background: set[asyncio.Task[None]] = set()
+        self._probe = HealthProbe(settings.health_check_timeout_seconds)
         self._monitor: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_problem: str | None = None
@@ -167,7 +170,8 @@ class ModelRouter:
         for coord in self.coordinators.values():
             if coord.entry.pinned or coord.entry.preload:
                 self._spawn(self._preload(coord), f"preload {coord.api_id}")
-        self._monitor = asyncio.create_task(self._monitor_loop(), name="monitor")
+        monitor = Monitor(lambda: self.coordinators.values(), self.settings.monitor_interval, self._probe)
+        self._monitor = asyncio.create_task(monitor.run(), name="monitor")
         if self._catalog_source is not None and self.settings.catalog_refresh_seconds > 0:
             self._refresher = asyncio.create_task(
                 self._refresh_loop(self.settings.catalog_refresh_seconds), name="catalog refresh"
@@ -179,23 +183,14 @@ class ModelRouter:
         except Exception as exc:
             log.error("preloading %s failed: %s", coord.api_id, exc, extra={"model": coord.api_id})
 
-    async def _monitor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.monitor_interval)
-            now = time.monotonic()
-            for coord in list(self.coordinators.values()):
-                try:
-                    await coord.check(now)
-                except Exception:
-                    log.exception("checking model %s failed", coord.api_id, extra={"model": coord.api_id})
-
     async def stop(self) -> None:
         """Stop background work; the app then closes the backend (which stops local runtimes)."""
         for coord in self.coordinators.values():
-            coord.cancel_background()
+            coord.occupancy.cancel_background()
         tasks = [t for t in (self._monitor, self._refresher, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        await self._probe.aclose()

@@ -59,6 +59,33 @@ class RouterSettings(BaseSettings):
     retry_after_seconds: int = Field(
         default=10, ge=1, description="Retry-After sent with 503 on a load wait."
     )
+    stall_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A runtime that sends no byte for this long (no answer yet, or nothing more of a stream) "
+        "ends the request: 504, or an error event on a stream. Waiting for a model to load is not a stall.",
+    )
+    health_check_interval_seconds: float = Field(
+        default=5.0, ge=0, description="Seconds between GET /health checks of each loaded model; 0 = none."
+    )
+    health_check_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="A health check without an answer this long failed."
+    )
+    health_check_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Failed health checks in a row (with no byte from the runtime meanwhile) that declare a "
+        "runtime hung: its requests get 503, it is ended, the next request loads the model again.",
+    )
+    load_backoff_initial_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="After a failed load, requests fail at once (503 + Retry-After) for this long before "
+        "the next automatic load; doubled after each further failure in a row. 0 = no back-off.",
+    )
+    load_backoff_max_seconds: float = Field(
+        default=300.0, ge=0, description="The longest back-off after failed loads."
+    )
     monitor_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks for idle models and runtimes that died."
     )

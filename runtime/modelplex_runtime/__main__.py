@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
             settings = _wait_as_spare(settings)
         entry = settings.load_entry()
     except (ValidationError, ValueError) as exc:
-        print(f"modelplex-runtime: invalid configuration: {_one_line(exc)}", file=sys.stderr)
+        from modelplex_runtime.failure import report_failure
+
+        report_failure("config", f"invalid configuration: {_one_line(exc)}")
         raise SystemExit(2) from None
 
     import uvicorn

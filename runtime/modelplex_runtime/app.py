@@ -8,7 +8,6 @@ the server is listening, so /health answers at once and /ready turns 200 when we
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from modelplex_runtime.api import chat, completions, embeddings, service, tokeni
 from modelplex_runtime.api.context import RuntimeContext
 from modelplex_runtime.engine_api import Engine, EngineOptions
 from modelplex_runtime.errors import APIError, error_body, format_validation_errors
+from modelplex_runtime.failure import report_failure
 from modelplex_runtime.middleware import BodyTooLarge, RequestMiddleware
 from modelplex_runtime.settings import RuntimeSettings
 from modelplex_spec import ModelEntry
@@ -81,7 +81,7 @@ def _load_in_background(ctx: RuntimeContext, deps: RuntimeDeps) -> None:
         reason = " ".join(reason.split())  # one line for supervisors and log scrapers
         ctx.state.set_failed(reason)
         log.exception("model load failed", extra={"model": served})
-        print(f"modelplex-runtime: failed to load model {served!r}: {reason}", file=sys.stderr, flush=True)
+        report_failure("load", reason)
         deps.on_fatal(reason)
         return
     seconds = time.perf_counter() - started

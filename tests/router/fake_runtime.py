@@ -10,6 +10,7 @@ name (``"*"`` for every model):
     token_delay        seconds between streamed tokens
     tokens             tokens per completion (default 5)
     die_after_tokens   SIGKILL itself after streaming this many tokens
+    busy_retry_after   answer chat completions 429 with this Retry-After (a runtime whose queue is full)
 
 Every start appends ``<served name> <pid>`` to FAKE_RUNTIME_EVENTS, and a client disconnect in the
 middle of a stream (or of a non-streamed chat completion slowed by token_delay) appends
@@ -128,6 +129,9 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
         body = await request.json()
         if (err := wrong_model(body)) is not None:
             return err
+        if behaviour.get("busy_retry_after") is not None:
+            busy = {"error": {"message": "the runtime's queue is full", "type": "server_error", "code": "busy"}}
+            return JSONResponse(busy, status_code=429, headers={"Retry-After": str(behaviour["busy_retry_after"])})
         if body.get("stream"):
             return StreamingResponse(stream("chat"), media_type="text/event-stream")
         if token_delay:

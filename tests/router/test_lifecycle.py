@@ -31,6 +31,7 @@ def test_failed_load_is_retryable_and_crash_fails() -> None:
     assert transition(ModelState.LOADING, Event.LOAD_FAILED) is ModelState.FAILED
     assert transition(ModelState.FAILED, Event.LOAD) is ModelState.LOADING
     assert transition(ModelState.LOADED, Event.CRASHED) is ModelState.FAILED
+    assert transition(ModelState.LOADED, Event.HUNG) is ModelState.FAILED
     assert transition(ModelState.FAILED, Event.UNLOAD) is ModelState.DRAINING
 
 
@@ -47,6 +48,8 @@ def test_unload_while_loading_abandons_the_load() -> None:
         (ModelState.DRAINING, Event.LOAD),
         (ModelState.DRAINING, Event.READY),
         (ModelState.LOADING, Event.LOAD),
+        (ModelState.LOADING, Event.HUNG),
+        (ModelState.FAILED, Event.HUNG),
     ],
 )
 def test_nonsense_moves_are_refused(state: ModelState, event: Event) -> None:

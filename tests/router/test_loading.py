@@ -80,9 +80,11 @@ async def test_waiting_room_is_bounded(router_factory) -> None:
     assert [r.status_code for r in served] == [200] * 3
 
 
-async def test_failed_load_fails_every_waiter_and_is_retryable(router_factory) -> None:
+async def test_failed_load_fails_every_waiter_then_backs_off(router_factory) -> None:
     router = router_factory(
-        MODELS, control={"alpha": {"load_delay": 0.5, "fail_load": "CUDA out of memory (simulated)"}}
+        MODELS,
+        control={"alpha": {"load_delay": 0.5, "fail_load": "CUDA out of memory (simulated)"}},
+        env={"MODELPLEX_ROUTER_LOAD_BACKOFF_INITIAL_SECONDS": "1"},
     )
     async with httpx.AsyncClient(base_url=router.url, timeout=60) as client:
         replies = await asyncio.gather(*(_chat(client, "alpha") for _ in range(5)))
@@ -90,6 +92,7 @@ async def test_failed_load_fails_every_waiter_and_is_retryable(router_factory) -
         for reply in replies:
             assert reply.json()["error"]["code"] == "model_load_failed"
             assert "CUDA out of memory (simulated)" in reply.json()["error"]["message"]
+            assert reply.headers["retry-after"] == "1"
         assert len(router.starts("alpha")) == 1
         card = next(m for m in router.get("/v1/models").json()["data"] if m["id"] == "alpha")
         assert card["status"] == "failed" and "CUDA out of memory (simulated)" in card["error"]
@@ -99,13 +102,31 @@ async def test_failed_load_fails_every_waiter_and_is_retryable(router_factory) -
         # The other model is unaffected.
         assert (await _chat(client, "beta")).status_code == 200
 
+        # reload does not wait for the back-off; failing again doubles it (2 s).
         reload = router.post("/v1/models/reload", {"model_id": "alpha"}).json()
         assert reload["status"] == "internal_error" and "CUDA out of memory" in reload["error"]
+        assert len(router.starts("alpha")) == 2
+        assert router.metric("modelplex_model_load_backoff_seconds", model="alpha") == 2
 
+        # Fixed, but still backing off: requests (streams too) fail at once with the cause, and load nothing.
         router.set_control({})
+        during = await _chat(client, "alpha")
+        assert during.status_code == 503 and during.headers["retry-after"] in ("1", "2")
+        assert "CUDA out of memory (simulated)" in during.json()["error"]["message"]
+        assert "next automatic try in" in during.json()["error"]["message"]
+        stream = await client.post("/v1/chat/completions", json={**CHAT, "model": "alpha", "stream": True})
+        assert stream.status_code == 503 and stream.json()["error"]["code"] == "model_load_failed"
+        assert len(router.starts("alpha")) == 2
+        card = next(m for m in router.get("/v1/models").json()["data"] if m["id"] == "alpha")
+        assert card["retry_after_seconds"] in (1, 2)
+
+        # Once the back-off has passed, the next request loads the model again.
+        router.wait_for(lambda: "retry_after_seconds" not in router.post(
+            "/v1/models/status", {"model_id": "alpha"}).json(), what="the back-off to pass")
         assert (await _chat(client, "alpha")).status_code == 200
     assert router.statuses()["alpha"] == "loaded"
     assert len(router.starts("alpha")) == 3
+    assert router.metric("modelplex_model_load_backoff_seconds", model="alpha") == 0
 
 
 async def test_idle_unload_and_pinned(router_factory) -> None:
@@ -166,3 +187,11 @@ async def test_a_request_to_a_runtime_that_just_died_reloads_it(router_factory) 
     assert reply.status_code == 200, reply.text
     assert len(router.starts("alpha")) == 2
     assert router.metric("modelplex_model_unloads_total", model="alpha", reason="crash") == 1
+
+
+async def test_a_full_runtime_says_when_to_come_back(router_factory) -> None:
+    router = router_factory(MODELS, control={"alpha": {"busy_retry_after": 3}})
+    async with httpx.AsyncClient(base_url=router.url, timeout=60) as client:
+        reply = await _chat(client, "alpha")
+    assert reply.status_code == 429 and reply.headers["retry-after"] == "3"
+    assert reply.json()["error"]["code"] == "busy"

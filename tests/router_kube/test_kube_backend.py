@@ -8,28 +8,33 @@ the request is served; unload -> replicas 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fake_kubelet import FakeKubelet
-from kopf_harness import DEPLOYMENTS, MM, eventually, running_operator
+from kopf_harness import DEPLOYMENTS, MM, PODS, eventually
+from kube_harness import (
+    CHAT,
+    MODELS,
+    NS,
+    backend_for,
+    model_ids,
+    multimodel,
+    replicas,
+    serving_router,
+    status_of,
+    until,
+)
 
 from helpers.ports import free_port
-from modelplex_router.app import create_app
 from modelplex_router.backend import BackendLoadError
-from modelplex_router.kube_backend import (
+from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
     ANNOTATION_LAST_USED,
     LABEL_MANAGED_BY,
     LABEL_MULTIMODEL,
     MANAGED_BY,
-    KubeBackend,
-    KubeBackendSettings,
-    cluster_catalog_source,
     config_from_multimodels,
     last_used_from,
     pod_problem,
@@ -38,80 +43,6 @@ from modelplex_router.settings import RouterSettings
 from modelplex_spec import ConfigError
 
 pytestmark = pytest.mark.integration
-NS = "models"
-
-
-def multimodel(name: str, models: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplex.dev/v1alpha1", "kind": "MultiModel",
-        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"},
-        "spec": {"models": models, **spec},
-    }
-
-
-MODELS = {
-    "tiny": {"Plain": {"model_id": "org/tiny"}, "alias": "tiny"},
-    "other": {"Plain": {"model_id": "org/other"}, "alias": "other"},
-}
-
-
-def replicas(cluster: Any, name: str) -> int:
-    return int(cluster.objects[DEPLOYMENTS, NS, name].raw["spec"].get("replicas") or 0)
-
-
-@contextlib.asynccontextmanager
-async def serving_router(backend: KubeBackend, watch: bool = False, **overrides: Any) -> AsyncIterator[str]:
-    """The router app on a free port; ``watch``: it re-reads the MultiModels while it runs."""
-    config = await backend.load_config()
-    settings = RouterSettings(**{
-        "backend": "kubernetes", "monitor_interval": 0.2, "max_wait_seconds": 60, "load_timeout_seconds": 60,
-        "drain_grace_seconds": 2, "stop_grace_seconds": 5, "log_json": False, **overrides})
-    app = create_app(settings, backend, config, cluster_catalog_source(backend, settings) if watch else None)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, 20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture()
-async def deployed(cluster: Any) -> AsyncIterator[dict[str, int]]:
-    """The operator has turned the MultiModel into Deployments; ports for their runtimes are chosen."""
-    cluster.objects[MM, NS, "demo"] = multimodel("demo", MODELS, defaultModelId="tiny")
-    async with running_operator(str(cluster.url)):
-        await eventually(lambda: all((DEPLOYMENTS, NS, f"demo-{m}") in cluster.objects for m in MODELS))
-        yield {f"demo-{m}": free_port() for m in MODELS}
-
-
-def backend_for(cluster: Any, ports: dict[str, int], **kw: Any) -> KubeBackend:
-    return KubeBackend(KubeBackendSettings(
-        namespace=NS, multimodel="demo", api_url=str(cluster.url), poll_interval=0.1,
-        service_urls={name.removeprefix("demo-"): f"http://127.0.0.1:{port}" for name, port in ports.items()},
-        **kw))
-
-
-async def until(check: Any, within: float = 30.0) -> Any:
-    """Poll an async check until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, f"condition not met within {within}s"
-        await asyncio.sleep(0.1)
-    return result
-
-
-async def model_ids(client: httpx.AsyncClient) -> list[str]:
-    return [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
-
-
-async def status_of(client: httpx.AsyncClient, model: str) -> str:
-    return (await client.post("/v1/models/status", json={"model_id": model})).json()["status"]
-
-
-CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_request_scales_up_holds_until_ready_and_unload_scales_to_zero(
@@ -119,7 +50,7 @@ async def test_request_scales_up_holds_until_ready_and_unload_scales_to_zero(
 ) -> None:
     assert replicas(cluster, "demo-tiny") == 0
     backend = backend_for(cluster, deployed, pod_name="router-0")
-    async with FakeKubelet(cluster, DEPLOYMENTS, NS, deployed) as kubelet, serving_router(backend) as url:
+    async with FakeKubelet(cluster, DEPLOYMENTS, NS, deployed, PODS) as kubelet, serving_router(backend) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             models = (await client.get("/v1/models")).json()
             assert [m["id"] for m in models["data"]] == ["default", "tiny", "other"]
@@ -187,11 +118,12 @@ async def test_load_failures_give_reasons(cluster: Any, deployed: dict[str, int]
 async def test_traffic_through_one_router_replica_keeps_the_others_from_idle_unloading(
     cluster: Any, deployed: dict[str, int]
 ) -> None:
-    cluster.objects[MM, NS, "demo"].patch({"spec": {"models": {"tiny": {"idle_timeout": 1}}}})
+    # 2 s: several times the pause between two of A's requests, even on a busy machine.
+    cluster.objects[MM, NS, "demo"].patch({"spec": {"models": {"tiny": {"idle_timeout": 2}}}})
     a = backend_for(cluster, deployed, last_used_interval=0.2, pod_name="router-a")
     b = backend_for(cluster, deployed, last_used_interval=0.2, pod_name="router-b")
     async with (
-        FakeKubelet(cluster, DEPLOYMENTS, NS, deployed),
+        FakeKubelet(cluster, DEPLOYMENTS, NS, deployed, PODS),
         serving_router(a) as url_a,
         serving_router(b) as url_b,
         httpx.AsyncClient(base_url=url_a, timeout=60) as client_a,
@@ -231,7 +163,7 @@ async def test_router_follows_models_added_to_and_removed_from_the_multimodel(
     ports = {**deployed, "demo-extra": free_port()}
     backend = backend_for(cluster, ports)
     async with (
-        FakeKubelet(cluster, DEPLOYMENTS, NS, ports),
+        FakeKubelet(cluster, DEPLOYMENTS, NS, ports, PODS),
         serving_router(backend, watch=True, catalog_refresh_seconds=0.2) as url,
         httpx.AsyncClient(base_url=url, timeout=60) as client,
     ):

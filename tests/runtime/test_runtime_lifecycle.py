@@ -15,6 +15,7 @@ from modelplex_runtime.app import RuntimeDeps, create_app
 from modelplex_runtime.engine_api import Engine, EngineOptions, SamplingParams
 from modelplex_runtime.settings import RuntimeSettings
 from modelplex_spec import ModelEntry
+from modelplex_spec.failure import decode_failure
 
 
 def test_ready_is_503_while_loading_then_reports_the_load_error() -> None:
@@ -53,8 +54,8 @@ def test_failed_load_exits_nonzero_with_one_clear_line(tmp_path: Path) -> None:
     finally:
         rt.stop()
     assert code != 0
-    reason = [line for line in logs.splitlines() if line.startswith("modelplex-runtime: failed to load model")]
-    assert len(reason) == 1 and "missing-model" in reason[0]
+    reports = [r for r in map(decode_failure, logs.splitlines()) if r is not None]
+    assert len(reports) == 1 and reports[0].stage == "load" and "missing-model" in reports[0].reason
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ import pytest
 from helpers.ports import free_port
 from modelplex_runtime.settings import RuntimeSettings
 from modelplex_runtime.spare import READY_LINE, AssignmentError, apply_assignment, encode_assignment
+from modelplex_spec.failure import decode_failure
 
 
 def test_assignment_round_trip() -> None:
@@ -137,9 +138,9 @@ def test_a_spare_exits_cleanly_on_eof_and_explains_a_bad_model() -> None:
         bad.hand(encode_assignment({"Plain": {}}, "broken", free_port()))
         assert idle.proc.wait(120) == 0
         assert bad.proc.wait(120) == 2
-        last = bad.logs().strip().splitlines()[-1]
-        assert last.startswith("modelplex-runtime: invalid configuration:")
-        assert "model_id" in last
+        report = decode_failure(bad.logs().strip().splitlines()[-1])
+        assert report is not None and report.stage == "config"
+        assert report.reason.startswith("invalid configuration:") and "model_id" in report.reason
         assert (
             json.dumps({"message": "stdin closed before a model was assigned; exiting"})[1:-1] in idle.logs()
         )

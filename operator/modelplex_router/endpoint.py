@@ -1,0 +1,74 @@
+"""One running runtime of a model, as the requests sent to it see it: where it is, whether it is lost.
+
+The coordinator makes an ``Endpoint`` each time a load succeeds and hands it to every request it lets
+through, so a request always knows which runtime it talks to. When that runtime is declared lost (it
+stopped answering its health checks: hung), ``lost`` resolves with the reason and the requests still
+talking to it end at once with a 503 (``abortable``), instead of waiting for bytes that will not come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from modelplex_router.errors import RuntimeUnresponsive
+from modelplex_router.health import HealthTracker
+
+T = TypeVar("T")
+
+
+class Endpoint:
+    def __init__(self, api_id: str, url: str, health_threshold: int, retry_after: int) -> None:
+        self.api_id = api_id
+        self.url = url
+        self.health = HealthTracker(health_threshold, checked_at=time.monotonic())
+        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.last_activity = time.monotonic()
+        """When a byte last came from this runtime (relayed chunks, whole answers)."""
+        self._retry_after = retry_after
+        self._scopes: set[asyncio.Timeout] = set()
+        self.lost.add_done_callback(self._abort_all)
+
+    def note_activity(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def mark_lost(self, reason: str) -> None:
+        """The runtime is gone for its requests: every ``abortable`` wait on it ends with a 503."""
+        if not self.lost.done():
+            self.lost.set_result(reason)
+
+    def lost_error(self) -> RuntimeUnresponsive:
+        reason = self.lost.result() if self.lost.done() else "the runtime was lost"
+        return RuntimeUnresponsive(
+            f"model {self.api_id!r}: {reason}; retry", headers={"Retry-After": str(self._retry_after)}
+        )
+
+    async def abortable(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, or raise RuntimeUnresponsive as soon as the runtime is declared lost."""
+        if self.lost.done():
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited would warn
+            raise self.lost_error()
+        try:
+            # asyncio.timeout is the standard library's cancel scope: rescheduling it to "now" from the
+            # lost callback cancels exactly this await and turns it into TimeoutError, nothing else.
+            async with asyncio.timeout(None) as scope:
+                self._scopes.add(scope)
+                try:
+                    return await awaitable
+                finally:
+                    self._scopes.discard(scope)
+        except TimeoutError:
+            if self.lost.done():
+                raise self.lost_error() from None
+            raise
+
+    def _abort_all(self, _lost: asyncio.Future[str]) -> None:
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._scopes):
+            with contextlib.suppress(RuntimeError):  # already left
+                scope.reschedule(now)

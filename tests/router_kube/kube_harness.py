@@ -1,0 +1,84 @@
+"""Shared pieces of the emulated-cluster router tests: the MultiModel, a router served on a free port,
+backends pointed at the fake kubelet's runtimes, polling helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import uvicorn
+from kopf_harness import DEPLOYMENTS, eventually
+
+from helpers.ports import free_port
+from modelplex_router.app import create_app
+from modelplex_router.kube_backend import KubeBackend, KubeBackendSettings, cluster_catalog_source
+from modelplex_router.settings import RouterSettings
+
+NS = "models"
+
+
+def multimodel(name: str, models: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplex.dev/v1alpha1", "kind": "MultiModel",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"},
+        "spec": {"models": models, **spec},
+    }
+
+
+MODELS = {
+    "tiny": {"Plain": {"model_id": "org/tiny"}, "alias": "tiny"},
+    "other": {"Plain": {"model_id": "org/other"}, "alias": "other"},
+}
+
+
+def replicas(cluster: Any, name: str) -> int:
+    return int(cluster.objects[DEPLOYMENTS, NS, name].raw["spec"].get("replicas") or 0)
+
+
+@contextlib.asynccontextmanager
+async def serving_router(backend: KubeBackend, watch: bool = False, **overrides: Any) -> AsyncIterator[str]:
+    """The router app on a free port; ``watch``: it re-reads the MultiModels while it runs."""
+    config = await backend.load_config()
+    settings = RouterSettings(**{
+        "backend": "kubernetes", "monitor_interval": 0.2, "max_wait_seconds": 60, "load_timeout_seconds": 60,
+        "drain_grace_seconds": 2, "stop_grace_seconds": 5, "log_json": False, **overrides})
+    app = create_app(settings, backend, config, cluster_catalog_source(backend, settings) if watch else None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, 20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+def backend_for(cluster: Any, ports: dict[str, int], **kw: Any) -> KubeBackend:
+    return KubeBackend(KubeBackendSettings(
+        namespace=NS, multimodel="demo", api_url=str(cluster.url), poll_interval=0.1,
+        service_urls={name.removeprefix("demo-"): f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        **kw))
+
+
+async def until(check: Any, within: float = 30.0) -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def model_ids(client: httpx.AsyncClient) -> list[str]:
+    return [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+
+
+async def status_of(client: httpx.AsyncClient, model: str) -> str:
+    return (await client.post("/v1/models/status", json={"model_id": model})).json()["status"]
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
