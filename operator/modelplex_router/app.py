@@ -96,10 +96,7 @@ def create_app(
     metrics = RouterMetrics()
     router = ModelRouter(config, backend, settings, metrics, catalog_source)
     clients = UpstreamClients(
-        settings.upstream_lanes,
-        settings.upstream_max_connections,
-        settings.upstream_connect_timeout,
-        settings.stall_timeout_seconds,
+        settings.upstream_lanes, settings.upstream_max_connections, settings.upstream_connect_timeout
     )
     forwarder = Forwarder(clients, settings.loading_comment_interval, settings.stall_timeout_seconds)
 

@@ -44,85 +44,92 @@ def sse_event(err: RouterError) -> bytes:
 
 
 class Forwarder:
-    def __init__(self, clients: UpstreamClients, loading_comment_interval: float, stall_timeout: float) -> None:
+    def __init__(
+        self, clients: UpstreamClients, loading_comment_interval: float, stall_timeout: float
+    ) -> None:
         self._clients = clients
         self._interval = loading_comment_interval
         self._stall_timeout = stall_timeout
 
-    def _failure(self, coord: ModelCoordinator, endpoint: Endpoint, exc: httpx.HTTPError, when: str) -> RouterError:
-        """The client's error for a failed exchange with the runtime; a stall also asks for a health
-        check soon, anything else for a look at whether the runtime died."""
-        if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
-            coord.metrics.upstream_stalls.labels(model=coord.api_id).inc()
-            endpoint.health.check_soon()
-            log.warning(
-                "model %s: the runtime sent nothing for %gs %s; request ended",
-                coord.api_id,
-                self._stall_timeout,
-                when,
-                extra={"model": coord.api_id},
-            )
-            return RuntimeStalled(
-                f"model {coord.api_id!r}: the runtime sent nothing for {self._stall_timeout:g}s {when}"
-            )
+    def _failure(self, coord: ModelCoordinator, exc: httpx.HTTPError, when: str) -> UpstreamError:
+        """The client's error for a failed exchange with the runtime; the monitor looks at whether it died."""
         coord.spawn(after_upstream_failure(coord))
         return UpstreamError(f"model {coord.api_id!r}: the runtime failed {when} ({type(exc).__name__})")
 
-    async def _send(self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes) -> httpx.Response:
-        """Open the upstream response; on failure release the request and raise a RouterError."""
+    def _stalled(self, coord: ModelCoordinator, endpoint: Endpoint, when: str) -> RuntimeStalled:
+        """The runtime sent nothing for the stall timeout: end the request, have its health checked now."""
+        coord.metrics.upstream_stalls.labels(model=coord.api_id).inc()
+        endpoint.health.check_soon()
+        log.warning(
+            "model %s: the runtime sent nothing for %gs %s; request ended",
+            coord.api_id,
+            self._stall_timeout,
+            when,
+            extra={"model": coord.api_id},
+        )
+        return RuntimeStalled(
+            f"model {coord.api_id!r}: the runtime sent nothing for {self._stall_timeout:g}s {when}"
+        )
+
+    async def _exchange(
+        self, endpoint: Endpoint, path: str, body: bytes
+    ) -> tuple[httpx.Response, bytes | None]:
+        """Send the request and read the whole answer, unless it is a stream (the caller relays that)."""
         client = self._clients.next()
         request = client.build_request(
             "POST", endpoint.url + path, content=body, headers={"content-type": "application/json"}
         )
+        upstream = await client.send(request, stream=True)
+        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            return upstream, None
         try:
-            return await endpoint.abortable(client.send(request, stream=True))
+            return upstream, await upstream.aread()
+        finally:
+            await upstream.aclose()
+
+    async def _open(
+        self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes
+    ) -> tuple[httpx.Response, bytes | None]:
+        """``_exchange`` bounded by the stall timeout and ended if the runtime is lost. A whole answer
+        releases the request; on any failure it is released and a RouterError raised."""
+        try:
+            upstream, content = await endpoint.abortable(
+                self._exchange(endpoint, path, body), self._stall_timeout
+            )
+        except httpx.ConnectError as exc:
+            coord.release()
+            await after_upstream_failure(coord)
+            err = UpstreamError(f"model {coord.api_id!r}: the runtime is unreachable ({type(exc).__name__})")
+            # Nothing reached the runtime, so sending again (after a reload) cannot run the request twice.
+            err.retryable = True
+            raise err from None
         except httpx.HTTPError as exc:
             coord.release()
-            if isinstance(exc, httpx.ConnectError):
-                await after_upstream_failure(coord)
-                err = UpstreamError(f"model {coord.api_id!r}: the runtime is unreachable ({type(exc).__name__})")
-                # Nothing reached the runtime, so sending again (after a reload) cannot run the request twice.
-                err.retryable = True
-                raise err from None
-            raise self._failure(coord, endpoint, exc, "before answering") from None
-        except RouterError:
+            raise self._failure(coord, exc, "to answer") from None
+        except TimeoutError:
+            coord.release()
+            raise self._stalled(coord, endpoint, "before answering") from None
+        except BaseException:  # RouterError (lost), or the client left (see app.until_client_leaves)
             coord.release()
             raise
-
-    async def _read_whole(
-        self, coord: ModelCoordinator, endpoint: Endpoint, upstream: httpx.Response
-    ) -> bytes:
-        """The whole (non-streamed) answer; the request is released either way."""
-        try:
-            content = await endpoint.abortable(upstream.aread())
-        except httpx.HTTPError as exc:
-            raise self._failure(coord, endpoint, exc, "mid-response") from None
-        finally:
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
+        if content is not None:
             coord.release()
-        endpoint.note_activity()
-        return content
+            endpoint.note_activity()
+        return upstream, content
 
     async def forward(
         self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes, finish: Finish
     ) -> Response:
         """Forward a request already counted in flight (``coord.acquire``)."""
-        try:
-            upstream = await self._send(coord, endpoint, path, body)
-        except asyncio.CancelledError:
-            coord.release()  # the client left before the runtime answered (see app.until_client_leaves)
-            raise
-        content_type = upstream.headers.get("content-type", "application/json")
-        if not content_type.startswith("text/event-stream"):
-            content = await self._read_whole(coord, endpoint, upstream)
+        upstream, content = await self._open(coord, endpoint, path, body)
+        if content is not None:
             finish(upstream.status_code)
             # A runtime that is full says when to come back (429 + Retry-After): pass that on.
             retry_after = upstream.headers.get("retry-after")
             return Response(
                 content,
                 status_code=upstream.status_code,
-                media_type=content_type,
+                media_type=upstream.headers.get("content-type", "application/json"),
                 headers={"retry-after": retry_after} if retry_after else None,
             )
         return RelayResponse(
@@ -140,14 +147,18 @@ class Forwarder:
         try:
             while True:
                 try:
-                    chunk = await endpoint.abortable(chunks.__anext__())
+                    chunk = await endpoint.abortable(chunks.__anext__(), self._stall_timeout)
                 except StopAsyncIteration:
                     break
                 endpoint.note_activity()
                 yield chunk
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             # The runtime died, cut or stalled the stream: end the client's stream with an error event.
-            err = self._failure(coord, endpoint, exc, "mid-stream")
+            err = (
+                self._stalled(coord, endpoint, "mid-stream")
+                if isinstance(exc, TimeoutError)
+                else self._failure(coord, exc, "mid-stream")
+            )
             status = err.status_code
             yield sse_event(err)
         except RouterError as err:  # the runtime was declared hung
@@ -193,10 +204,9 @@ class Forwarder:
             endpoint = waiter.result()
             handed_off = True
             try:
-                upstream = await self._send(coord, endpoint, path, body)
-                if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
+                upstream, content = await self._open(coord, endpoint, path, body)
+                if content is not None:
                     # The runtime refused the request (bad parameters): pass its error on as an event.
-                    content = await self._read_whole(coord, endpoint, upstream)
                     finish(upstream.status_code)
                     yield b"data: " + content.strip() + b"\n\n"
                     return

@@ -15,16 +15,13 @@ import httpx
 
 
 class UpstreamClients:
-    def __init__(self, lanes: int, max_connections: int, connect_timeout: float, stall_timeout: float) -> None:
+    def __init__(self, lanes: int, max_connections: int, connect_timeout: float) -> None:
         lanes = max(1, lanes)
         # ceil: the lanes together allow at least max_connections
         self.per_lane = per_lane = max(1, -(-max_connections // lanes))
         self._clients = [
             httpx.AsyncClient(
-                # read/write: no byte moving for stall_timeout ends the request (a frozen runtime).
-                timeout=httpx.Timeout(
-                    connect=connect_timeout, read=stall_timeout, write=stall_timeout, pool=None
-                ),
+                timeout=httpx.Timeout(connect=connect_timeout, read=None, write=None, pool=None),
                 limits=httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane),
                 trust_env=False,
             )

@@ -81,3 +81,12 @@ async def test_aborting_one_endpoint_leaves_other_waits_and_cancellation_alone()
         await cancelled
     lost.mark_lost("gone")
     assert await waiting == "fine"
+
+
+async def test_a_wait_on_a_runtime_is_bounded_by_the_stall_timeout() -> None:
+    endpoint = Endpoint("m", "http://127.0.0.1:9", health_threshold=3, retry_after=1)
+    never = asyncio.get_running_loop().create_future()
+    with pytest.raises(TimeoutError):
+        await endpoint.abortable(never, stall_seconds=0.05)
+    assert not endpoint.lost.done()  # a stall ends the request, not the runtime
+    assert await endpoint.abortable(asyncio.sleep(0, "quick"), stall_seconds=5) == "quick"

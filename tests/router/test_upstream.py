@@ -6,7 +6,7 @@ from modelplex_router.upstream import UpstreamClients
 
 
 async def test_requests_take_the_lanes_in_turn() -> None:
-    clients = UpstreamClients(lanes=3, max_connections=10, connect_timeout=1.0, stall_timeout=5.0)
+    clients = UpstreamClients(lanes=3, max_connections=10, connect_timeout=1.0)
     try:
         picked = [clients.next() for _ in range(7)]
         assert clients.lanes == 3
@@ -18,7 +18,7 @@ async def test_requests_take_the_lanes_in_turn() -> None:
 
 
 async def test_one_lane_is_one_pool_with_the_whole_limit() -> None:
-    clients = UpstreamClients(lanes=1, max_connections=1000, connect_timeout=1.0, stall_timeout=5.0)
+    clients = UpstreamClients(lanes=1, max_connections=1000, connect_timeout=1.0)
     try:
         assert clients.next() is clients.next()
         assert clients.per_lane == 1000
