@@ -31,7 +31,8 @@ def pod_problem(pods: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str 
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in FATAL_WAITING:
                 last = (cs.get("lastState") or {}).get("terminated") or {}
-                detail = waiting.get("message") or last.get("message") or last.get("reason") or ""
+                # The runtime's own termination message (why it stopped) beats the kubelet's back-off text.
+                detail = last.get("message") or waiting.get("message") or last.get("reason") or ""
                 name = (pod.get("metadata") or {}).get("name", "?")
                 return f"pod {name}: {waiting['reason']}" + (f": {detail}" if detail else "")
     return None

@@ -224,6 +224,11 @@ def test_pod_problem_names_what_blocks_the_pods() -> None:
     assert pod_problem(pods) == "pod demo-tiny-abc: ImagePullBackOff: pull access denied"
     assert pod_problem([{"metadata": {"name": "p"}, "status": {"containerStatuses": [
         {"state": {"waiting": {"reason": "ContainerCreating"}}}]}}]) is None
+    # A crash loop: the runtime's termination message (why it exited) beats the kubelet's back-off text.
+    crashing = [{"metadata": {"name": "p"}, "status": {"containerStatuses": [{
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+        "lastState": {"terminated": {"reason": "Error", "message": "OSError: config.json is not valid JSON"}}}]}}]
+    assert pod_problem(crashing) == "pod p: CrashLoopBackOff: OSError: config.json is not valid JSON"
 
 
 def test_router_and_operator_agree_on_labels_and_annotations() -> None:
