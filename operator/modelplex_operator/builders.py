@@ -18,6 +18,7 @@ from modelplex_operator.naming import (
     selector_labels,
 )
 from modelplex_spec import KubernetesSettings, ModelEntry
+from modelplex_spec.engines import engine_for
 
 RUNTIME_PORT = 8000
 RUNTIME_UID = 1000
@@ -58,13 +59,6 @@ def initial_replicas(entry: ModelEntry) -> int:
     if entry.pinned or entry.preload:
         return max(k8s.maxReplicas, 1)
     return k8s.minReplicas
-
-
-def runtime_entry_json(entry: ModelEntry) -> str:
-    """The entry as the runtime reads it: config-file form without the Kubernetes-only settings."""
-    data = entry.to_config_dict()
-    data.pop("kubernetes", None)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def _resources(k8s: KubernetesSettings) -> dict[str, Any]:
@@ -160,17 +154,15 @@ def _probes(k8s: KubernetesSettings) -> dict[str, Any]:
 
 def _pod_spec(entry: ModelEntry, k8s: KubernetesSettings, defaults: RuntimeDefaults) -> dict[str, Any]:
     volumes, mounts, cache_path = _volumes(k8s)
+    launch = engine_for(entry).launch(
+        entry, host="0.0.0.0", port=RUNTIME_PORT, served_model_name=entry.api_id, gpus=k8s.resources.gpus
+    )
     container: dict[str, Any] = {
         "name": "runtime",
         "image": k8s.image or defaults.image,
         "imagePullPolicy": k8s.imagePullPolicy or defaults.image_pull_policy,
-        "command": ["python", "-m", "modelplex_runtime"],
-        "args": [
-            "--host", "0.0.0.0",
-            "--port", str(RUNTIME_PORT),
-            "--model-json", runtime_entry_json(entry),
-            "--served-model-name", entry.api_id,
-        ],
+        "command": ["python", "-m", launch.module],
+        "args": launch.args,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "env": _env(entry, k8s, cache_path),
         "resources": _resources(k8s),

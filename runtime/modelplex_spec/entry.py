@@ -152,7 +152,9 @@ class ModelEntry(BaseModel):
         description="The server that runs the model: transformers (the modelplex runtime) or vllm.",
     )
     engine_args: list[str] | None = Field(
-        default=None, description="Extra command-line arguments passed verbatim to the engine's server."
+        default=None,
+        description="Extra command-line arguments appended verbatim to the engine's server (vLLM's flags, or "
+        "the runtime's); a flag modelplex sets from another field is refused.",
     )
     tool_call_parser: ToolCallParser | None = Field(
         default=None,
@@ -220,6 +222,16 @@ class ModelEntry(BaseModel):
     def _quant_fits_kind(self) -> ModelEntry:
         if self.in_situ_quant is not None and self.kind is ModelKind.GGUF:
             raise ValueError("in_situ_quant does not apply to GGUF models: their weights are already quantized")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_can_honour(self) -> ModelEntry:
+        # Imported here: the engine mappings read entries, so they import this module.
+        from modelplex_spec.engines import engine_for
+
+        problems = engine_for(self).problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -14,13 +14,13 @@ from modelplex_operator.builders import (
     build_deployment,
     build_service,
     initial_replicas,
-    runtime_entry_json,
     service_url,
 )
 from modelplex_operator.naming import ANNOTATION_SPEC_HASH, object_name
 from modelplex_operator.plan import plan
 from modelplex_operator.status import ModelObservation, build_status, model_state, transitions
 from modelplex_spec import ModelEntry
+from modelplex_spec.engines import runtime_entry_json
 
 OWNER = Owner(name="demo", namespace="ai", uid="u-1")
 DEFAULTS = RuntimeDefaults(image="ghcr.io/modelplex/runtime:0.1.0")

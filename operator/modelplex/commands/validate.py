@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modelplex_spec import ModelplexConfig
 
-COLUMNS = (("api_id", "API ID"), ("canonical_name", "CANONICAL NAME"), ("kind", "KIND"), ("label", "LABEL"))
+COLUMNS = (
+    ("api_id", "API ID"),
+    ("canonical_name", "CANONICAL NAME"),
+    ("kind", "KIND"),
+    ("engine", "ENGINE"),
+    ("label", "LABEL"),
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="check a multi-model config file and list its models",
         description="Parse a JSON or TOML multi-model config and print each model's API id, canonical "
-        "name and kind; exit 1 listing every problem when the config cannot be served.",
+        "name, kind and engine; exit 1 listing every problem when the config cannot be served (settings "
+        "the model's engine cannot honour included).",
     )
     parser.add_argument("--file", "-f", required=True, type=Path, help="the config file (.json or .toml)")
     parser.add_argument(
@@ -37,6 +44,7 @@ def model_rows(config: ModelplexConfig) -> list[dict[str, Any]]:
             "api_id": m.entry.api_id,
             "canonical_name": m.entry.pipeline_name,
             "kind": m.entry.kind.value,
+            "engine": m.entry.engine,
             "label": m.label,
             "default": m.entry.api_id == config.default_model_id,
         }
