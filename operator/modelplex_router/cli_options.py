@@ -44,6 +44,11 @@ def add_router_options(parser: argparse.ArgumentParser) -> None:
         help="command starting one runtime (default: python -m modelplex_runtime)",
     )
     parser.add_argument(
+        "--vllm-python",
+        default=None,
+        help="the Python interpreter of vLLM's virtualenv, for models with engine vllm (default: this one)",
+    )
+    parser.add_argument(
         "--spare-runtimes",
         type=int,
         default=None,
@@ -88,6 +93,7 @@ def settings_from_args(
         "drain_grace_seconds",
         "stall_timeout_seconds",
         "spare_runtimes",
+        "vllm_python",
         "api_keys_file",
         "require_api_keys",
         "log_level",

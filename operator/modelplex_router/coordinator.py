@@ -47,6 +47,8 @@ class ModelCoordinator:
         self.state = ModelState.UNLOADED
         self.error: str | None = None
         self.endpoint: Endpoint | None = None
+        # Before any of the model's series exists: they all carry its engine.
+        metrics.set_engine(api_id, entry.engine)
         # Several router replicas share the backend's runtimes: tell the others about our uses.
         self.occupancy = Occupancy(api_id, metrics, backend if isinstance(backend, UsageRecorder) else None)
         self.backoff = LoadBackoff(

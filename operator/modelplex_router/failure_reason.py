@@ -1,12 +1,12 @@
-"""Why a runtime process ended, from what it wrote on stderr (pure; the local backend feeds it lines).
+"""Why a runtime process ended, from what it wrote (pure; the local backend feeds it lines).
 
 In order of trust:
 
 1. the runtime's own report, one marked line (``modelplex_spec.failure``: our runtime writes it when
    its configuration is invalid, its model fails to load or it cannot go on);
-2. a line an engine-specific reader recognises as the cause (``Extractor``: a function from one line
-   to the reason it states, or None). Engines whose server we do not write (vLLM) say why they failed
-   in their own words; their reader is registered in ``ENGINE_EXTRACTORS`` under the engine's name;
+2. what the engine's own reader of its output found (``Engine.output_reader()`` in
+   ``modelplex_spec.engines``: engines whose server we do not write, vLLM, say why they failed in their own
+   words, spread over several processes' tracebacks; the engine's module knows how to read them);
 3. the last line that names an exception (``SomeError: message``, the end of a traceback);
 4. the last line that is not the server's shutdown chatter ("Finished server process ...").
 
@@ -19,15 +19,9 @@ import collections
 import json
 import re
 import signal
-from collections.abc import Callable, Sequence
 
+from modelplex_spec.engines import OutputReader
 from modelplex_spec.failure import decode_failure
-
-Extractor = Callable[[str], str | None]
-"""One stderr line -> the failure reason it states, or None."""
-
-ENGINE_EXTRACTORS: dict[str, tuple[Extractor, ...]] = {}
-"""Engine name (``ModelEntry.engine``) -> the readers for that engine's own output."""
 
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b:?")
 _CHATTER = (
@@ -40,10 +34,6 @@ _CHATTER = (
     "Waiting for application startup",
     "Application startup complete",
 )
-
-
-def extractors_for(engine: str | None) -> tuple[Extractor, ...]:
-    return ENGINE_EXTRACTORS.get(engine or "", ())
 
 
 def _text(line: str) -> tuple[str, str | None]:
@@ -65,13 +55,12 @@ def _text(line: str) -> tuple[str, str | None]:
 
 
 class RuntimeOutput:
-    """The part of a runtime's stderr that explains its end."""
+    """The part of a runtime's output that explains its end."""
 
-    def __init__(self, extractors: Sequence[Extractor] = (), keep: int = 20) -> None:
-        self._extractors = tuple(extractors)
+    def __init__(self, engine_reader: OutputReader | None = None, keep: int = 20) -> None:
+        self._engine_reader = engine_reader
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self.report: str | None = None
-        self.engine_reason: str | None = None
         self._error: str | None = None
 
     def feed(self, line: str) -> None:
@@ -83,19 +72,17 @@ class RuntimeOutput:
         if report is not None:
             self.report = report.reason
             return
-        for extract in self._extractors:
-            reason = extract(line)
-            if reason:
-                self.engine_reason = reason
-                return
+        if self._engine_reader is not None:
+            self._engine_reader.feed(line)
         text, level = _text(line)
         if _EXCEPTION_LINE.match(text) or (level in ("ERROR", "CRITICAL") and text):
             self._error = text
 
     def reason(self) -> str | None:
         """The best explanation so far; None when the runtime said nothing useful."""
-        if self.report or self.engine_reason or self._error:
-            return self.report or self.engine_reason or self._error
+        engine_reason = self._engine_reader.reason() if self._engine_reader is not None else None
+        if self.report or engine_reason or self._error:
+            return self.report or engine_reason or self._error
         for line in reversed(self.tail):
             text, _ = _text(line)
             if text and not text.startswith(_CHATTER):
@@ -103,8 +90,9 @@ class RuntimeOutput:
         return None
 
 
-def describe_exit(returncode: int | None, reason: str | None) -> str:
-    """One line: how the runtime ended and why, e.g. "the runtime exited with code 1: OSError: ..."."""
+def describe_exit(returncode: int | None, reason: str | None, who: str = "the runtime") -> str:
+    """One line: how the runtime ended and why, e.g. "the runtime exited with code 1: OSError: ..."
+    (``who``: the engine's name for its process, e.g. "vLLM")."""
     if returncode is not None and returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -115,4 +103,4 @@ def describe_exit(returncode: int | None, reason: str | None) -> str:
         )
     else:
         how = f"exited with code {returncode}"
-    return f"the runtime {how}: {reason}" if reason else f"the runtime {how}"
+    return f"{who} {how}: {reason}" if reason else f"{who} {how}"

@@ -6,7 +6,8 @@
 * Load = scale the Deployment (scale subresource) to ``maxReplicas`` unless it has at least that
   many; unload = scale it to ``minReplicas`` (normally 0). Both are absolute writes, so several router
   replicas doing the same thing at once converge to the same count.
-* Ready = the Deployment reports a ready replica and the model's URL answers ``/ready`` with 200.
+* Ready = the Deployment reports a ready replica and the model's URL answers its engine's readiness
+  path with 200 (``/ready`` for the modelplex runtime, ``/health`` for vLLM).
 * URL = the model's Service DNS name, or an override per API id (tests point it at a local runtime).
 * Last use is written (throttled) as the ``modelplex.dev/last-used`` annotation on the Deployment, so
   every router replica can tell when *any* replica last used a model.
@@ -53,6 +54,7 @@ from modelplex_router.kube_objects import (
 )
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry, ModelplexConfig
+from modelplex_spec.engines import TRANSFORMERS, engine_for
 
 log = logging.getLogger("modelplex_router.kube")
 
@@ -270,9 +272,11 @@ class KubeBackend:
                 raise BackendLoadError(f"deployment {name} was scaled to zero while the model was loading")
             if ready_replicas(dep) >= 1:
                 url = self.url_for(api_id, name)
-                if await self._answers_ready(url):
+                entry = self._models[api_id].entry if api_id in self._models else None
+                ready = (engine_for(entry) if entry is not None else TRANSFORMERS).ready_path
+                if await self._answers_ready(url + ready):
                     return url
-                last_reason = f"{url}/ready does not answer 200 yet"
+                last_reason = f"{url}{ready} does not answer 200 yet"
             else:
                 problem = await self._pod_problem(dep)
                 if problem:
@@ -285,7 +289,7 @@ class KubeBackend:
 
     async def _answers_ready(self, url: str) -> bool:
         try:
-            return (await self._http.get(f"{url}/ready")).status_code == 200
+            return (await self._http.get(url)).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -1,60 +1,40 @@
 """The local backend: each model's runtime is an OS process on this machine (the embedded default).
 
-Each runtime runs in its own process group (so stopping it also ends anything it spawned) and, on
-Linux, gets PR_SET_PDEATHSIG so it dies with the router even if the router is SIGKILLed.
+Each model runs on its entry's engine (``modelplex_spec.engines``): the modelplex runtime
+(``runtime_command``) or vLLM's OpenAI server (``engine_commands["vllm"]``, started from the interpreter of
+the vLLM virtualenv). What differs per engine (its command line, readiness path, where it logs and how to
+read why it failed) comes from the engine; this module only runs processes.
+
+One process's mechanics (its process group, output, stopping its whole tree) are in ``runtime_process``.
 
 Spare runtimes (``spares`` > 0) take the cold start's fixed costs off the request path: a spare is a
 runtime started with ``--spare`` ahead of time, which imports torch and transformers and rehearses a
 load, then waits for its model on stdin (``modelplex_runtime.spare``). ``ensure_started`` hands the
 model to a waiting spare when there is one and starts a fresh process otherwise; the pool is topped up
-once the handed-over model has loaded, so the refill does not compete with that load for the CPU.
+once the handed-over model has loaded, so the refill does not compete with that load for the CPU. Only
+the transformers engine takes spares, and only for entries without ``engine_args`` (a spare's flags are
+fixed when it starts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
-import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import httpx
 
 from modelplex_router.backend import BackendLoadError, BackendObservation
-from modelplex_router.failure_reason import Extractor, RuntimeOutput, describe_exit, extractors_for
+from modelplex_router.failure_reason import RuntimeOutput
+from modelplex_router.runtime_process import RuntimeProcess, free_port, spawn
 from modelplex_spec import ModelEntry
+from modelplex_spec.engines import TRANSFORMERS, VLLM, Engine, engine_for
 
 log = logging.getLogger("modelplex_router.local")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _rss_bytes(pid: int) -> int | None:
-    """Resident memory of a process from /proc (None off Linux or once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
 
 # A spare that exits on its own this many times in a row (a runtime command without --spare, a broken
 # environment) turns the pool off: cold starts still work, and the log says why.
@@ -64,32 +44,10 @@ _SPARE_FAILURES_BEFORE_GIVING_UP = 3
 _SPARE_READY_LINE = b"modelplex-spare-ready"
 
 
-@dataclass
-class _Runtime:
-    process: asyncio.subprocess.Process
-    url: str
-    started_at: float
-    label: str
-    output: RuntimeOutput = field(default_factory=RuntimeOutput)
-    ready: bool = False
-    stopping: bool = False
-    warm: bool = False  # a spare that has finished warming up
-    pump: asyncio.Task[None] | None = None
-    stdout_pump: asyncio.Task[None] | None = None
-    # Set by every line the runtime writes: a runtime logs when its model is ready, so the readiness
-    # poll can look at once instead of waiting out its back-off.
-    activity: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    def exit_reason(self) -> str:
-        return describe_exit(self.process.returncode, self.output.reason())
-
-
 class LocalProcessBackend:
-    """Runs ``runtime_command --host H --port P --model-json J --served-model-name ID`` per model.
+    """Runs one server per model: ``runtime_command --host H --port P --model-json J --served-model-name ID``
+    for the transformers engine, ``<engine_commands[name]> <the engine's arguments>`` for the others
+    (default for vLLM: this interpreter with ``-m vllm.entrypoints.openai.api_server``).
 
     With ``spares`` > 0 it also keeps that many ``runtime_command --host H --spare`` processes waiting
     (see the module docstring); ``start`` fills the pool, ``close`` empties it.
@@ -101,18 +59,28 @@ class LocalProcessBackend:
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
         spares: int = 0,
+        engine_commands: Mapping[str, list[str]] | None = None,
     ) -> None:
         self._command = list(runtime_command)
+        self._engine_commands: dict[str, list[str]] = {
+            TRANSFORMERS.name: self._command,
+            VLLM.name: [sys.executable, "-m", VLLM.module],
+            **{name: list(command) for name, command in (engine_commands or {}).items()},
+        }
         self._host = host
         self._env = env
-        self._runtimes: dict[str, _Runtime] = {}
+        self._runtimes: dict[str, RuntimeProcess] = {}
         self._failures: dict[str, str] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False)
         self._spare_target = spares
-        self._spares: list[_Runtime] = []
+        self._spares: list[RuntimeProcess] = []
         self._spare_failures = 0
         self._refill: asyncio.Task[None] | None = None
         self._closed = False
+
+    def engine_command(self, engine: str) -> list[str]:
+        """The command an engine's servers start with (the engine's arguments follow)."""
+        return self._engine_commands[engine]
 
     async def start(self) -> None:
         """Start the spare runtimes (returns at once; they warm up in the background)."""
@@ -124,59 +92,44 @@ class LocalProcessBackend:
             return
         if rt is not None:
             await self._reap(api_id, rt, grace=0)
-        port = _free_port(self._host)
-        rt = await self._hand_to_spare(api_id, entry, port)
+        engine = engine_for(entry)
+        port = free_port(self._host)
+        rt = None
+        if engine.takes_spares and not entry.engine_args:
+            rt = await self._hand_to_spare(api_id, entry, port)
         if rt is None:
-            entry_json = entry.model_dump_json(exclude_none=True)
-            process = await self._spawn(
-                [
-                    "--host",
-                    self._host,
-                    "--port",
-                    str(port),
-                    "--model-json",
-                    entry_json,
-                    "--served-model-name",
-                    api_id,
-                ],
+            launch = engine.launch(entry, host=self._host, port=port, served_model_name=api_id)
+            command = self.engine_command(engine.name)
+            process = await spawn(
+                [*command, *launch.args],
                 stdin=asyncio.subprocess.DEVNULL,
+                # An engine that logs on stdout gets one pipe for both, so its lines keep their order.
+                stdout=asyncio.subprocess.PIPE if engine.output_on_stdout else asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.STDOUT if engine.output_on_stdout else asyncio.subprocess.PIPE,
+                base_env=self._env,
+                env=launch.env,
+                what=engine.title,
             )
-            rt = self._track(process, f"http://{self._host}:{port}", api_id, extractors_for(entry.engine))
+            rt = self._track(process, f"http://{self._host}:{port}", api_id, engine)
             log.info(
-                "started runtime for %s on port %d (pid %d)",
-                api_id, port, process.pid,
-                extra={"model": api_id, "port": port, "pid": process.pid},
+                "started %s for %s on port %d (pid %d)",
+                engine.title, api_id, port, process.pid,
+                extra={"model": api_id, "port": port, "pid": process.pid, "engine": engine.name},
             )  # fmt: skip
         self._runtimes[api_id] = rt
         self._failures.pop(api_id, None)
 
-    async def _spawn(
-        self, args: list[str], stdin: int, stdout: int = asyncio.subprocess.DEVNULL
-    ) -> asyncio.subprocess.Process:
-        try:
-            return await asyncio.create_subprocess_exec(
-                *self._command,
-                *args,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-                env=self._env,
-            )
-        except OSError as exc:
-            raise BackendLoadError(f"cannot start the runtime ({' '.join(self._command)}): {exc}") from exc
-
     def _track(
-        self, process: asyncio.subprocess.Process, url: str, label: str, extractors: Sequence[Extractor] = ()
-    ) -> _Runtime:
-        rt = _Runtime(
-            process=process, url=url, started_at=time.monotonic(), label=label, output=RuntimeOutput(extractors)
-        )
-        rt.pump = asyncio.create_task(self._pump_stderr(rt), name=f"stderr {label}")
+        self, process: asyncio.subprocess.Process, url: str, label: str, engine: Engine = TRANSFORMERS
+    ) -> RuntimeProcess:
+        rt = RuntimeProcess(
+            process=process, url=url, started_at=time.monotonic(), label=label, engine=engine,
+            output=RuntimeOutput(engine.output_reader()),
+        )  # fmt: skip
+        rt.pump = asyncio.create_task(self._watch_output(rt), name=f"output {label}")
         return rt
 
-    async def _hand_to_spare(self, api_id: str, entry: ModelEntry, port: int) -> _Runtime | None:
+    async def _hand_to_spare(self, api_id: str, entry: ModelEntry, port: int) -> RuntimeProcess | None:
         """Give the model to a waiting spare; None when there is none (or it died meanwhile)."""
         # A warm spare first; one still warming up is still ahead of a fresh process.
         self._spares.sort(key=lambda spare: not spare.warm)
@@ -216,10 +169,11 @@ class LocalProcessBackend:
             if self._spare_failures >= _SPARE_FAILURES_BEFORE_GIVING_UP:
                 return
             try:
-                process = await self._spawn(
-                    ["--host", self._host, "--spare"],
+                process = await spawn(
+                    [*self._command, "--host", self._host, "--spare"],
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    base_env=self._env,
                 )
             except BackendLoadError as exc:
                 log.warning("cannot start a spare runtime: %s", exc)
@@ -230,7 +184,7 @@ class LocalProcessBackend:
             self._spares.append(rt)
             log.info("started spare runtime %d", process.pid, extra={"pid": process.pid})
 
-    def _note_spare_exit(self, rt: _Runtime) -> None:
+    def _note_spare_exit(self, rt: RuntimeProcess) -> None:
         """A spare that ended before it was used: count it, and give up on spares after a few."""
         self._spare_failures += 1
         reason = rt.exit_reason()
@@ -248,7 +202,7 @@ class LocalProcessBackend:
         """Warm spare runtimes waiting now (for metrics)."""
         return sum(1 for rt in self._spares if rt.running and rt.warm)
 
-    async def _watch_stdout(self, rt: _Runtime) -> None:
+    async def _watch_stdout(self, rt: RuntimeProcess) -> None:
         """Mark the spare warm when it says so; keep draining stdout after (a full pipe would block it)."""
         assert rt.process.stdout is not None
         while line := await rt.process.stdout.readline():
@@ -256,22 +210,9 @@ class LocalProcessBackend:
                 rt.warm = True
                 log.info("spare runtime %d is warm", rt.process.pid, extra={"pid": rt.process.pid})
 
-    async def _pump_stderr(self, rt: _Runtime) -> None:
-        """Keep the pipe drained (a full pipe would block the runtime) and the last lines for errors."""
-        assert rt.process.stderr is not None
-        while True:
-            line = await rt.process.stderr.readline()
-            if not line:
-                break
-            text = line.decode("utf-8", "replace").rstrip()
-            rt.output.feed(text)
-            rt.activity.set()
-            logging.getLogger(f"modelplex_router.runtime.{rt.label}").debug(
-                "%s", text, extra={"model": rt.label}
-            )
+    async def _watch_output(self, rt: RuntimeProcess) -> None:
+        await rt.pump_output()
         # A spare that ends while still waiting in the pool failed (nothing stops a waiting spare but close).
-        self._close_stdin(rt)
-        await rt.process.wait()
         if rt in self._spares:
             self._spares.remove(rt)
             self._note_spare_exit(rt)
@@ -286,12 +227,12 @@ class LocalProcessBackend:
         finally:
             self._schedule_refill()
 
-    async def _poll_ready(self, api_id: str, rt: _Runtime, timeout_seconds: float) -> str:
+    async def _poll_ready(self, api_id: str, rt: RuntimeProcess, timeout_seconds: float) -> str:
         deadline = time.monotonic() + timeout_seconds
         delay = 0.05
         while True:
             if not rt.running:
-                # Let the stderr pump read the runtime's last words before reporting them.
+                # Let the output pump read the runtime's last words before reporting them.
                 if rt.pump is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(rt.pump), 2.0)
@@ -299,14 +240,14 @@ class LocalProcessBackend:
                 self._failures[api_id] = reason
                 raise BackendLoadError(reason)
             try:
-                resp = await self._http.get(f"{rt.url}/ready")
+                resp = await self._http.get(f"{rt.url}{rt.engine.ready_path}")
                 if resp.status_code == 200:
                     rt.ready = True
                     return rt.url
             except httpx.HTTPError:
                 pass
             if time.monotonic() >= deadline:
-                raise BackendLoadError(f"the runtime was not ready within {timeout_seconds:g}s")
+                raise BackendLoadError(f"{rt.engine.title} was not ready within {timeout_seconds:g}s")
             rt.activity.clear()
             exited = asyncio.ensure_future(rt.process.wait())
             spoke = asyncio.ensure_future(rt.activity.wait())
@@ -327,40 +268,10 @@ class LocalProcessBackend:
         if rt is not None:
             await self._reap(api_id, rt, grace=0)
 
-    async def _reap(self, api_id: str, rt: _Runtime, grace: float) -> None:
-        rt.stopping = True
-        pid = rt.process.pid
-        if rt.running and grace > 0:
-            self._signal_group(pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(rt.process.wait(), grace)
-            except TimeoutError:
-                log.warning(
-                    "runtime for %s ignored SIGTERM for %.0fs; killing it",
-                    api_id,
-                    grace,
-                    extra={"model": api_id},
-                )
-        # Also kill anything left in the group (children of the runtime), then reap.
-        self._signal_group(pid, signal.SIGKILL)
-        self._close_stdin(rt)
-        await rt.process.wait()
-        if rt.pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(rt.pump, 2.0)
+    async def _reap(self, api_id: str, rt: RuntimeProcess, grace: float) -> None:
+        await rt.terminate(grace)
         if self._runtimes.get(api_id) is rt:
             del self._runtimes[api_id]
-
-    @staticmethod
-    def _close_stdin(rt: _Runtime) -> None:
-        # asyncio's Process.wait() also waits for every pipe to close, the spare's stdin included.
-        if rt.process.stdin is not None and not rt.process.stdin.is_closing():
-            rt.process.stdin.close()
-
-    @staticmethod
-    def _signal_group(pid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
 
     async def observe(self, api_id: str) -> BackendObservation:
         rt = self._runtimes.get(api_id)
@@ -372,7 +283,7 @@ class LocalProcessBackend:
                 running=False, ready=False, failed=not rt.stopping, message=rt.exit_reason(), url=rt.url
             )
         return BackendObservation(
-            running=True, ready=rt.ready, url=rt.url, memory_bytes=_rss_bytes(rt.process.pid)
+            running=True, ready=rt.ready, url=rt.url, memory_bytes=rt.memory_bytes()
         )
 
     def pid(self, api_id: str) -> int | None:

@@ -1,8 +1,13 @@
-"""Prometheus metrics of one router app (own CollectorRegistry: no global state)."""
+"""Prometheus metrics of one router app (own CollectorRegistry: no global state).
+
+Every per-model series carries the model's ``engine`` (transformers, vllm) beside ``model``: callers name
+the model only, and ``set_engine`` (called when a model is added or its entry changes) supplies the rest.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,81 +23,104 @@ from modelplex_router.lifecycle import ModelState, api_status
 _STATUSES = ("loaded", "unloaded", "reloading", "failed")
 
 
+class _PerModel:
+    """A metric labelled ``model``, ``engine``, ...: ``labels(model=...)`` fills in the model's engine."""
+
+    def __init__(self, metric: Any, engines: dict[str, str]) -> None:
+        self.metric = metric
+        self._engines = engines
+
+    def labels(self, *, model: str, **labels: str) -> Any:
+        return self.metric.labels(model=model, engine=self._engines.get(model, ""), **labels)
+
+    def forget(self, model: str, engine: str) -> None:
+        """Drop the model's series under ``engine`` (its engine changed)."""
+        names = self.metric._labelnames
+        seen = {
+            tuple(sample.labels[name] for name in names)
+            for family in self.metric.collect()
+            for sample in family.samples
+            if sample.labels.get("model") == model and sample.labels.get("engine") == engine
+        }
+        for values in seen:
+            self.metric.remove(*values)
+
+
 class RouterMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests_total = Counter(
-            "modelplex_requests_total",
-            "Requests answered, by model and HTTP status code.",
-            ["model", "code"],
-            registry=r,
+        self._engines: dict[str, str] = {}
+        self._per_model: list[_PerModel] = []
+        self.requests_total = self._metric(
+            Counter, "modelplex_requests_total", "Requests answered, by model and HTTP status code.", "code"
         )
-        self.request_duration = Histogram(
+        self.request_duration = self._metric(
+            Histogram,
             "modelplex_request_duration_seconds",
             "Time from request to the end of the response (load waits included).",
-            ["model"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-            registry=r,
         )
-        self.model_loads_total = Counter(
-            "modelplex_model_loads_total",
-            "Model loads, by result (success, failure, cancelled).",
-            ["model", "result"],
-            registry=r,
+        self.model_loads_total = self._metric(
+            Counter, "modelplex_model_loads_total", "Model loads, by result (success, failure, cancelled).", "result"
         )
-        self.model_load_duration = Histogram(
+        self.model_load_duration = self._metric(
+            Histogram,
             "modelplex_model_load_duration_seconds",
             "Time from starting a runtime to it being ready.",
-            ["model"],
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
-            registry=r,
         )
-        self.requests_waiting = Gauge(
-            "modelplex_requests_waiting", "Requests waiting for their model to load.", ["model"], registry=r
+        self.requests_waiting = self._metric(
+            Gauge, "modelplex_requests_waiting", "Requests waiting for their model to load."
         )
-        self.requests_in_flight = Gauge(
-            "modelplex_requests_in_flight", "Requests being served by a runtime.", ["model"], registry=r
+        self.requests_in_flight = self._metric(
+            Gauge, "modelplex_requests_in_flight", "Requests being served by a runtime."
         )
-        self.model_status = Gauge(
-            "modelplex_model_status",
-            "1 for the model's current status, 0 for the others.",
-            ["model", "status"],
-            registry=r,
+        self.model_status = self._metric(
+            Gauge, "modelplex_model_status", "1 for the model's current status, 0 for the others.", "status"
         )
-        self.model_memory = Gauge(
+        self.model_memory = self._metric(
+            Gauge,
             "modelplex_model_memory_bytes",
-            "Resident memory of the model's runtime (0 when unloaded).",
-            ["model"],
-            registry=r,
+            "Resident memory of the model's runtime and the processes it started (0 when unloaded).",
         )
-        self.model_unloads_total = Counter(
+        self.model_unloads_total = self._metric(
+            Counter,
             "modelplex_model_unloads_total",
             "Model unloads, by reason (request, idle, crash, hung, external, removed).",
-            ["model", "reason"],
-            registry=r,
+            "reason",
         )
-
-        self.health_check_failures = Counter(
+        self.health_check_failures = self._metric(
+            Counter,
             "modelplex_health_check_failures_total",
             "Failed health checks of loaded runtimes (no answer in time, or not 200).",
-            ["model"],
-            registry=r,
         )
-        self.upstream_stalls = Counter(
+        self.upstream_stalls = self._metric(
+            Counter,
             "modelplex_upstream_stalls_total",
             "Requests ended because the runtime sent nothing for stall_timeout_seconds.",
-            ["model"],
-            registry=r,
         )
-        self.load_backoff = Gauge(
+        self.load_backoff = self._metric(
+            Gauge,
             "modelplex_model_load_backoff_seconds",
             "Back-off in force after the model's last failed load (0 after a successful one).",
-            ["model"],
-            registry=r,
         )
+
+    def _metric(self, kind: Any, name: str, documentation: str, *labels: str, **kwargs: Any) -> _PerModel:
+        metric = _PerModel(
+            kind(name, documentation, ["model", "engine", *labels], registry=self.registry, **kwargs), self._engines
+        )
+        self._per_model.append(metric)
+        return metric
+
+    def set_engine(self, model: str, engine: str) -> None:
+        """The model's engine, for the ``engine`` label of its series (a change drops the old series)."""
+        old = self._engines.get(model)
+        self._engines[model] = engine
+        if old is not None and old != engine:
+            for metric in self._per_model:
+                metric.forget(model, old)
 
     def track_spares(self, count: Callable[[], int]) -> None:
         """Export the number of spare runtimes waiting, read at scrape time."""

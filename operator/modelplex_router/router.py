@@ -100,6 +100,7 @@ class ModelRouter:
             elif not (coord.entry.pinned or coord.entry.preload) and (entry.pinned or entry.preload):
                 preload.append(coord)
             coord.entry = entry
+            self.metrics.set_engine(api_id, entry.engine)
             coordinators[api_id] = coord
             if api_id in change.added and (entry.pinned or entry.preload):
                 preload.append(coord)

@@ -20,6 +20,7 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
 
         return build_kube_backend(settings)
     from modelplex_router.local_backend import LocalProcessBackend
+    from modelplex_spec.engines import VLLM
 
     return LocalProcessBackend(
         settings.runtime_command,
@@ -27,6 +28,7 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         # One body limit: the runtime refuses nothing the router let through.
         env={**os.environ, "MODELPLEX_RUNTIME_MAX_BODY_BYTES": str(settings.max_body_bytes)},
         spares=settings.spare_runtimes,
+        engine_commands={VLLM.name: [settings.vllm_python, "-m", VLLM.module]},
     )
 
 

@@ -29,6 +29,12 @@ class RouterSettings(BaseSettings):
         default_factory=_default_runtime_command,
         description="Command starting one runtime (local backend); the router appends its flags.",
     )
+    vllm_python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="Local backend: the Python interpreter that runs vLLM-engine models "
+        "(`<vllm_python> -m vllm.entrypoints.openai.api_server`), usually the one of vLLM's own virtualenv; "
+        "default the router's own.",
+    )
     runtime_host: str = Field(default="127.0.0.1", description="Address local runtimes bind to.")
     spare_runtimes: int = Field(
         default=1,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from modelplex_router.failure_reason import RuntimeOutput, describe_exit
+from modelplex_spec.engines import VLLM
 from modelplex_spec.failure import decode_failure, encode_failure
 
 SHUTDOWN = [
@@ -51,14 +52,17 @@ def test_an_error_log_record_with_its_exception_counts_as_the_reason() -> None:
     assert out.reason() == "engine died: RuntimeError: boom"
 
 
-def test_an_engine_reader_plugs_in() -> None:
-    def vllm_like(line: str) -> str | None:
-        return line.split("ValueError: ", 1)[1] if "ValueError: " in line and "[engine]" in line else None
-
-    out = RuntimeOutput([vllm_like])
-    out.feed("[engine] ValueError: head size 16 is not supported")
-    out.feed("RuntimeError: Engine core initialization failed. See root cause above.")
-    assert out.reason() == "head size 16 is not supported"
+def test_the_engines_reader_plugs_in() -> None:
+    out = RuntimeOutput(VLLM.output_reader())
+    out.feed("(Worker pid=7) ERROR 12-01 11:26:16 [multiproc_executor.py:1063] ValueError: head size 16 is not supported")
+    out.feed("RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}")
+    out.feed("INFO:     Finished server process [5]")
+    assert out.reason() == "ValueError: head size 16 is not supported"
+    assert describe_exit(1, out.reason(), VLLM.title) == "vLLM exited with code 1: ValueError: head size 16 is not supported"
+    # Without a line of vLLM's own about it, the generic reading still gives the last word.
+    bare = RuntimeOutput(VLLM.output_reader())
+    bare.feed("Killed")
+    assert bare.reason() == "Killed"
 
 
 def test_plain_last_line_without_chatter_and_nothing_at_all() -> None:

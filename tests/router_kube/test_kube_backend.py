@@ -145,7 +145,7 @@ async def test_traffic_through_one_router_replica_keeps_the_others_from_idle_unl
         async def unloads() -> str:
             text = (await client_a.get("/metrics")).text + (await client_b.get("/metrics")).text
             # The replica that did not unload it sees the Deployment scaled away: not a crash.
-            return text if 'modelplex_model_unloads_total{model="tiny",reason="idle"}' in text else ""
+            return text if 'modelplex_model_unloads_total{engine="transformers",model="tiny",reason="idle"}' in text else ""
 
         assert 'reason="crash"' not in await until(unloads)
 

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--quantized-filename", default=None, help="GGUF only: the .gguf file inside the model id"
     )
     parser.add_argument("--tok-model-id", default=None, help="GGUF only: where the tokenizer lives")
+    parser.add_argument(
+        "--engine", default=None, choices=("transformers", "vllm"), help="the engine (default transformers)"
+    )
     from modelplex_router.cli_options import add_router_options
 
     add_router_options(parser)
@@ -51,6 +54,8 @@ def entry_from_args(args: argparse.Namespace) -> dict[str, object]:
         entry["alias"] = args.alias
     if args.isq:
         entry["in_situ_quant"] = args.isq
+    if args.engine:
+        entry["engine"] = args.engine
     return entry
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelplex_spec.engines.base import Engine, EngineLaunch, Flag
+from modelplex_spec.engines.base import Engine, EngineLaunch, Flag, OutputReader
 from modelplex_spec.engines.transformers import TransformersEngine, runtime_entry_json
-from modelplex_spec.engines.vllm import VllmEngine, vllm_failure_reason
+from modelplex_spec.engines.vllm import VllmEngine, VllmFailureReader, vllm_failure_reason
 
 if TYPE_CHECKING:
     from modelplex_spec.entry import ModelEntry
@@ -32,6 +32,8 @@ __all__ = [
     "Engine",
     "EngineLaunch",
     "Flag",
+    "OutputReader",
+    "VllmFailureReader",
     "engine_for",
     "runtime_entry_json",
     "vllm_failure_reason",

@@ -3,7 +3,8 @@
 An engine is a server that runs one model behind an OpenAI-compatible HTTP API. Its module here knows
 everything modelplex needs about it and nothing else does: the command line an entry becomes, the
 environment it adds, the paths that say it is alive, ready and where its metrics are, what in an entry it
-cannot honour (a config error, never a silent drop), and how to read why it failed from its output.
+cannot honour (a config error, never a silent drop), and how to read why it failed from its output
+(``output_reader``, used by the router's ``failure_reason``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from modelplex_spec.entry import ModelEntry
@@ -81,15 +82,16 @@ def engine_args_conflicts(
     return problems
 
 
-def exit_description(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"killed by signal {-code}"
-    return f"exited with code {code}"
+class OutputReader(Protocol):
+    """Reads one server process's output, line by line as it comes, for why the server failed."""
 
+    def feed(self, line: str) -> None:
+        """One line of the output (stdout and stderr in order, for an engine that logs on both)."""
+        ...
 
-def last_line(lines: Sequence[str]) -> str | None:
-    """The last non-blank line (what a process said last before it ended)."""
-    return next((line.strip() for line in reversed(lines) if line.strip()), None)
+    def reason(self) -> str | None:
+        """Why the server failed, as far as its output says so far; None when it has not said."""
+        ...
 
 
 class Engine(ABC):
@@ -150,12 +152,7 @@ class Engine(ABC):
         args = flatten(self.flags(entry, host=host, port=port, served_model_name=served_model_name, gpus=gpus))
         return EngineLaunch(module=self.module, args=[*args, *(entry.engine_args or [])], env=self.env(entry))
 
-    def failure_reason(self, lines: Sequence[str]) -> str | None:
-        """Why the server failed, from the last lines it wrote (None when they say nothing)."""
-        return last_line(lines)
-
-    def exit_reason(self, code: int | None, lines: Sequence[str]) -> str:
-        """One line for a server that ended: how, and why when its output says."""
-        reason = self.failure_reason(lines)
-        how = f"{self.title} {exit_description(code)}"
-        return f"{how}: {reason}" if reason else how
+    def output_reader(self) -> OutputReader | None:
+        """A fresh reader of one server's output for why it failed, when the engine says so in its own
+        words (None: the router's generic reading, plus the runtime's own failure report, suffice)."""
+        return None

@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from modelplex_spec.engines.base import Engine, Flag, last_line
+from modelplex_spec.engines.base import Engine, Flag
 from modelplex_spec.quant import QuantScheme, resolve_quant
 
 if TYPE_CHECKING:
@@ -173,8 +173,8 @@ class VllmEngine(Engine):
             )
         return problems
 
-    def failure_reason(self, lines: Sequence[str]) -> str | None:
-        return vllm_failure_reason(lines)
+    def output_reader(self) -> VllmFailureReader:
+        return VllmFailureReader()
 
 
 # "(EngineCore pid=12) ERROR 12-01 11:24:42 [core.py:1512] " and the like, in front of vLLM's log lines.
@@ -193,40 +193,55 @@ _VALIDATION_HEADER = re.compile(r"^\d+ validation errors? for ")
 _DIED = re.compile(r"(?P<what>engine core|EngineCore\w*|worker|Worker\w*) (?:proc \S+ )?(?:exited|died) unexpectedly", re.I)
 
 
-def vllm_failure_reason(lines: Sequence[str]) -> str | None:
-    """The exception that stopped vLLM, from its output (stdout and stderr, in order).
+class VllmFailureReader:
+    """The exception that stopped vLLM, read from its output (stdout and stderr, in order) as it comes.
 
     vLLM runs its API server, engine core and workers as separate processes; a failure deep inside is
     logged where it happened and then re-raised in each process above with "see root cause above". The
     reason is the last exception line that is not such a wrapper, with a pydantic validation error's
-    detail line appended; an argument error gives argparse's message; else vLLM's note that a process
-    died unexpectedly (killed, out of memory), else the last wrapper; with nothing of that, the last line.
+    detail line appended; an argument error gives argparse's message; else vLLM's note that one of its
+    processes died unexpectedly (killed, out of memory); else the last wrapper.
     """
-    stripped = [_LOG_PREFIX.sub("", line.rstrip()) for line in lines]
-    candidates: list[tuple[bool, str]] = []
-    died: str | None = None
-    for index, text in enumerate(stripped):
+
+    def __init__(self) -> None:
+        self._cause: str | None = None
+        self._died: str | None = None
+        self._wrapper: str | None = None
+        self._validation: str | None = None  # a pydantic header waiting for its detail line
+
+    def feed(self, line: str) -> None:
+        text = _LOG_PREFIX.sub("", line.rstrip())
+        if self._validation is not None and text.strip():
+            self._cause, self._validation = f"{self._validation}: {text.strip()}", None
+            return
         usage = _USAGE_ERROR.match(text)
         if usage:
-            candidates.append((False, usage["message"]))
-            continue
+            self._cause = usage["message"]
+            return
         vanished = _DIED.search(text)
         if vanished:
             what = "engine core" if vanished["what"].lower().startswith("engine") else "worker"
-            died = f"its {what} process ended unexpectedly (killed, or out of memory?)"
-            continue
+            self._died = f"its {what} process ended unexpectedly (killed, or out of memory?)"
+            return
         match = _EXCEPTION.match(text)
-        if not match or match["message"] is None or text.startswith(("File ", "Traceback")):
-            continue
+        if not match or match["message"] is None:
+            return
         message = _BOILERPLATE.sub("", match["message"].strip())
-        if _VALIDATION_HEADER.match(message):
-            detail = next((d.strip() for d in stripped[index + 1 : index + 4] if d.strip()), "")
-            message = f"{message}: {detail}" if detail else message
         reason = f"{match['name']}: {message}" if message else match["name"]
-        candidates.append((bool(_WRAPPERS.search(text)), reason))
-    for wrapper, reason in reversed(candidates):
-        if not wrapper:
-            return reason
-    if died:
-        return died
-    return candidates[-1][1] if candidates else last_line(lines)
+        if _WRAPPERS.search(text):
+            self._wrapper = reason
+            return
+        self._cause = reason
+        if _VALIDATION_HEADER.match(message):
+            self._validation = reason
+
+    def reason(self) -> str | None:
+        return self._cause or self._died or self._wrapper
+
+
+def vllm_failure_reason(lines: Sequence[str]) -> str | None:
+    """``VllmFailureReader`` over a whole output at once."""
+    reader = VllmFailureReader()
+    for line in lines:
+        reader.feed(line)
+    return reader.reason()
