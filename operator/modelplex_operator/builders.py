@@ -1,4 +1,8 @@
-"""Desired-state builders: a model entry in, the Deployment and Service that serve it out (pure)."""
+"""Desired-state builders: a model entry in, the Deployment and Service that serve it out (pure).
+
+The pod runs the entry's engine (``modelplex_spec.engines``): the modelplex runtime image, or vLLM's image
+for ``engine: vllm``, with the command line from the same mapping the local backend uses.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,15 @@ from modelplex_operator.naming import (
     selector_labels,
 )
 from modelplex_spec import KubernetesSettings, ModelEntry
-from modelplex_spec.engines import engine_for
+from modelplex_spec.engines import VLLM, Engine, engine_for
 
 RUNTIME_PORT = 8000
 RUNTIME_UID = 1000
 STARTUP_PERIOD_SECONDS = 10
+# vLLM's OpenAI-server image of the release the vLLM mapping is written for.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+# The writable emptyDir every runtime container works, caches and keeps its home in.
+WRITABLE_ROOT = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,14 @@ class RuntimeDefaults:
     image: str
     image_pull_policy: str = "IfNotPresent"
     service_account: str | None = None
+    vllm_image: str = DEFAULT_VLLM_IMAGE
+    vllm_image_pull_policy: str = "IfNotPresent"
+
+    def image_for(self, engine: Engine) -> tuple[str, str]:
+        """The image and pull policy of an engine's pods (a model's ``kubernetes.image`` wins)."""
+        if engine is VLLM:
+            return self.vllm_image, self.vllm_image_pull_policy
+        return self.image, self.image_pull_policy
 
 
 @dataclass(frozen=True)
@@ -83,13 +99,11 @@ def _resources(k8s: KubernetesSettings) -> dict[str, Any]:
     return out
 
 
-def _env(entry: ModelEntry, k8s: KubernetesSettings, cache_path: str) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
-        {"name": "HF_HOME", "value": cache_path},
-        # Libraries write caches under $HOME; the root filesystem is read-only.
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
-    ]
+def _env(k8s: KubernetesSettings, cache_path: str, engine: Engine, launch_env: dict[str, str]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": cache_path}]
+    # Libraries write caches under $HOME (and the engine names more places); the root filesystem is read-only.
+    env += [{"name": name, "value": value} for name, value in engine.writable_env(WRITABLE_ROOT).items()]
+    env += [{"name": name, "value": value} for name, value in launch_env.items()]
     if k8s.hfTokenSecret is not None:
         env.append(
             {
@@ -120,31 +134,32 @@ def _volumes(k8s: KubernetesSettings) -> tuple[list[dict[str, Any]], list[dict[s
     ]
     mounts = [
         {"name": "model-cache", "mountPath": mount_path},
-        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "tmp", "mountPath": WRITABLE_ROOT},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     return volumes, mounts, mount_path
 
 
-def _probes(k8s: KubernetesSettings) -> dict[str, Any]:
-    # The server answers /health at once and /ready only when the weights are loaded, so the startup
-    # probe on /ready is the loading budget; liveness and readiness only start after it succeeds.
+def _probes(k8s: KubernetesSettings, engine: Engine) -> dict[str, Any]:
+    # The server answers its readiness path only when the weights are loaded (the runtime's /ready; vLLM
+    # serves nothing, /health included, before its engine is up), so the startup probe on it is the loading
+    # budget; liveness and readiness only start after it succeeds.
     failures = max(1, math.ceil(k8s.startupTimeoutSeconds / STARTUP_PERIOD_SECONDS))
     return {
         "startupProbe": {
-            "httpGet": {"path": "/ready", "port": "http"},
+            "httpGet": {"path": engine.ready_path, "port": "http"},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
             "failureThreshold": failures,
             "timeoutSeconds": 5,
         },
         "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": "http"},
+            "httpGet": {"path": engine.ready_path, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 3,
             "timeoutSeconds": 5,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
+            "httpGet": {"path": engine.health_path, "port": "http"},
             "periodSeconds": 10,
             "failureThreshold": 6,
             "timeoutSeconds": 5,
@@ -154,17 +169,20 @@ def _probes(k8s: KubernetesSettings) -> dict[str, Any]:
 
 def _pod_spec(entry: ModelEntry, k8s: KubernetesSettings, defaults: RuntimeDefaults) -> dict[str, Any]:
     volumes, mounts, cache_path = _volumes(k8s)
-    launch = engine_for(entry).launch(
+    engine = engine_for(entry)
+    launch = engine.launch(
         entry, host="0.0.0.0", port=RUNTIME_PORT, served_model_name=entry.api_id, gpus=k8s.resources.gpus
     )
+    image, pull_policy = defaults.image_for(engine)
     container: dict[str, Any] = {
         "name": "runtime",
-        "image": k8s.image or defaults.image,
-        "imagePullPolicy": k8s.imagePullPolicy or defaults.image_pull_policy,
-        "command": ["python", "-m", launch.module],
+        "image": k8s.image or image,
+        "imagePullPolicy": k8s.imagePullPolicy or pull_policy,
+        "command": [engine.image_python, "-m", launch.module],
         "args": launch.args,
+        "workingDir": WRITABLE_ROOT,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-        "env": _env(entry, k8s, cache_path),
+        "env": _env(k8s, cache_path, engine, launch.env),
         "resources": _resources(k8s),
         "volumeMounts": mounts,
         "securityContext": {
@@ -174,7 +192,7 @@ def _pod_spec(entry: ModelEntry, k8s: KubernetesSettings, defaults: RuntimeDefau
             "runAsUser": RUNTIME_UID,
             "capabilities": {"drop": ["ALL"]},
         },
-        **_probes(k8s),
+        **_probes(k8s, engine),
     }
     pod: dict[str, Any] = {
         "containers": [container],
@@ -204,6 +222,15 @@ def _pod_spec(entry: ModelEntry, k8s: KubernetesSettings, defaults: RuntimeDefau
     return pod
 
 
+def scrape_annotations(engine: Engine) -> dict[str, str]:
+    """Where annotation-driven Prometheus scrapers find the engine's own metrics in the pod."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(RUNTIME_PORT),
+        "prometheus.io/path": engine.metrics_path,
+    }
+
+
 def spec_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -216,7 +243,7 @@ def build_deployment(
     name = object_name(owner.name, label)
     labels = object_labels(owner.name, name)
     template = {
-        "metadata": {"labels": labels},
+        "metadata": {"labels": labels, "annotations": scrape_annotations(engine_for(entry))},
         "spec": _pod_spec(entry, k8s, defaults),
     }
     spec: dict[str, Any] = {
@@ -228,7 +255,7 @@ def build_deployment(
         "template": template,
     }
     digest = spec_hash(spec)
-    template["metadata"]["annotations"] = {ANNOTATION_SPEC_HASH: digest}
+    template["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = digest
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
     return {

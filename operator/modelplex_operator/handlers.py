@@ -33,6 +33,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         image=settings.runtime_image,
         image_pull_policy=settings.runtime_image_pull_policy,
         service_account=settings.runtime_service_account,
+        vllm_image=settings.vllm_image,
+        vllm_image_pull_policy=settings.vllm_image_pull_policy,
     )
     locks: dict[tuple[str, str], asyncio.Lock] = {}
     operator_settings = settings

@@ -12,6 +12,10 @@ class OperatorSettings(BaseSettings):
     namespaces: str = Field(default="", description="Comma-separated namespaces to watch; empty = cluster-wide.")
     runtime_image: str = Field(default="ghcr.io/modelplex/runtime:0.1.0", description="Default runtime image.")
     runtime_image_pull_policy: str = "IfNotPresent"
+    vllm_image: str = Field(
+        default="vllm/vllm-openai:v0.32.0", description="Default image of engine: vllm models (vLLM's OpenAI server)."
+    )
+    vllm_image_pull_policy: str = "IfNotPresent"
     runtime_service_account: str | None = Field(default=None, description="ServiceAccount of runtime pods.")
     kube_api_url: str | None = Field(
         default=None, description="Talk to this API URL without auth (tests, kubectl proxy); else in-cluster/kubeconfig."

@@ -20,7 +20,7 @@ from modelplex_operator.naming import ANNOTATION_SPEC_HASH, object_name
 from modelplex_operator.plan import plan
 from modelplex_operator.status import ModelObservation, build_status, model_state, transitions
 from modelplex_spec import ModelEntry
-from modelplex_spec.engines import runtime_entry_json
+from modelplex_spec.engines import VLLM, runtime_entry_json
 
 OWNER = Owner(name="demo", namespace="ai", uid="u-1")
 DEFAULTS = RuntimeDefaults(image="ghcr.io/modelplex/runtime:0.1.0")
@@ -101,6 +101,80 @@ def test_kubernetes_settings_reach_the_pod() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hub"}
     kubernetes_validate.validate(dep, "1.33.0", strict=True)
+
+
+VLLM_ENTRY = {
+    "Plain": {"model_id": "Qwen/Qwen3-4B", "max_seq_len": 8192, "dtype": "bf16"},
+    "alias": "qwen",
+    "engine": "vllm",
+    "tool_call_parser": "hermes",
+    "engine_args": ["--gpu-memory-utilization", "0.9"],
+    "kubernetes": {
+        "resources": {"gpus": 2, "memory": "64Gi"},
+        "startupTimeoutSeconds": 2400,
+        "modelCache": {"pvcName": "hub"},
+        "hfTokenSecret": {"name": "hf"},
+    },
+}
+
+
+def test_a_vllm_model_runs_vllms_server_with_the_mapped_args() -> None:
+    e = ModelEntry.model_validate(VLLM_ENTRY)
+    dep = build_deployment(OWNER, "qwen", e, DEFAULTS, replicas=0)
+    c = container(dep)
+    assert c["image"] == "vllm/vllm-openai:v0.32.0"
+    assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert c["args"] == VLLM.launch(e, host="0.0.0.0", port=8000, served_model_name="qwen", gpus=2).args
+    args = c["args"]
+    assert args[:8] == ["--model", "Qwen/Qwen3-4B", "--served-model-name", "qwen", "--host", "0.0.0.0", "--port", "8000"]
+    assert args[args.index("--max-model-len") + 1] == "8192"
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"  # the pod's GPUs
+    assert args[args.index("--tool-call-parser") + 1] == "hermes"
+    assert args[-2:] == ["--gpu-memory-utilization", "0.9"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    # Probes on vLLM's /health, the startup probe holding the loading budget.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 2400
+    kubernetes_validate.validate(dep, "1.33.0", strict=True)
+
+
+def test_a_vllm_pod_is_non_root_with_writable_caches_shm_and_the_hub_cache() -> None:
+    dep = build_deployment(OWNER, "qwen", ModelEntry.model_validate(VLLM_ENTRY), DEFAULTS, replicas=1)
+    pod = dep["spec"]["template"]["spec"]
+    c = container(dep)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["automountServiceAccountToken"] is False
+    env = {v["name"]: v.get("value", v.get("valueFrom")) for v in c["env"]}
+    assert env["HF_HOME"] == "/models"
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}
+    writable = ["HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT",
+                "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "NUMBA_CACHE_DIR", "OUTLINES_CACHE_DIR"]
+    assert all(env[name].startswith("/tmp") for name in writable)
+    assert env["USER"] == "modelplex" and env["VLLM_NO_USAGE_STATS"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert c["workingDir"] == "/tmp"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts == {"/models": "model-cache", "/tmp": "tmp", "/dev/shm": "dshm"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hub"}
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/port"] == "8000"
+
+
+def test_the_vllm_image_comes_from_the_defaults_or_the_model() -> None:
+    defaults = RuntimeDefaults(image="ghcr.io/modelplex/runtime:0.1.0", vllm_image="registry.local/vllm:cu128",
+                               vllm_image_pull_policy="Always")
+    e = ModelEntry.model_validate(VLLM_ENTRY)
+    assert (container(build_deployment(OWNER, "q", e, defaults))["image"],
+            container(build_deployment(OWNER, "q", e, defaults))["imagePullPolicy"]) == ("registry.local/vllm:cu128", "Always")
+    own = ModelEntry.model_validate({**VLLM_ENTRY, "kubernetes": {"image": "registry.local/vllm:mine"}})
+    assert container(build_deployment(OWNER, "q", own, defaults))["image"] == "registry.local/vllm:mine"
+    assert container(build_deployment(OWNER, "m", entry(), defaults))["image"] == "ghcr.io/modelplex/runtime:0.1.0"
+    # Changing the engine changes the pod template: the pods roll.
+    a = build_deployment(OWNER, "m", entry(), defaults)
+    b = build_deployment(OWNER, "m", entry(engine="vllm"), defaults)
+    assert a["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != b["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
 
 
 def test_service_selects_the_deployment_pods() -> None:

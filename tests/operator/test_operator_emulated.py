@@ -65,8 +65,9 @@ def event_reasons(cluster: Any) -> list[str]:
 async def test_create_status_follows_readiness_and_events(cluster: Any) -> None:
     cluster.objects[MM, NS, "demo"] = multimodel("demo", {"tiny": TINY, "minilm": EMBED}, defaultModelId="tiny")
     async with running_operator(str(cluster.url)):
-        await eventually(lambda: exists(cluster, DEPLOYMENTS, "demo-tiny") and exists(cluster, DEPLOYMENTS, "demo-minilm"))
-        assert exists(cluster, SERVICES, "demo-tiny") and exists(cluster, SERVICES, "demo-minilm")
+        # The operator creates each model's Deployment, then its Service: wait for all four.
+        await eventually(lambda: all(exists(cluster, kind, name) for kind in (DEPLOYMENTS, SERVICES)
+                                     for name in ("demo-tiny", "demo-minilm")))
 
         dep = deployment(cluster, "demo-tiny")
         assert dep["spec"]["replicas"] == 1  # pinned: loaded from the start
@@ -120,6 +121,43 @@ async def test_create_status_follows_readiness_and_events(cluster: Any) -> None:
              "message": "ReplicaSet has timed out progressing."}]}})
         await eventually(lambda: model_status(cluster, "demo", "tiny").get("state") == "failed")
         await eventually(lambda: status(cluster, "demo")["conditions"][0]["reason"] == "ModelFailed")
+
+
+VLLM_MODEL = {"Plain": {"model_id": "Qwen/Qwen3-4B", "max_seq_len": 4096}, "alias": "qwen", "engine": "vllm",
+              "tool_call_parser": "hermes", "engine_args": ["--enforce-eager"],
+              "kubernetes": {"resources": {"gpus": 2}, "startupTimeoutSeconds": 1200}}
+
+
+async def test_a_vllm_model_gets_its_vllm_container_with_the_mapped_args(cluster: Any) -> None:
+    cluster.objects[MM, NS, "demo"] = multimodel("demo", {"qwen": VLLM_MODEL, "minilm": EMBED})
+    async with running_operator(str(cluster.url), vllm_image="registry.local/vllm:v0.32.0"):
+        await eventually(lambda: exists(cluster, DEPLOYMENTS, "demo-qwen") and exists(cluster, SERVICES, "demo-qwen"))
+        container = deployment(cluster, "demo-qwen")["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "registry.local/vllm:v0.32.0"
+        assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        assert container["args"] == [
+            "--model", "Qwen/Qwen3-4B", "--served-model-name", "qwen", "--host", "0.0.0.0", "--port", "8000",
+            "--max-model-len", "4096", "--tensor-parallel-size", "2",
+            "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--disable-uvicorn-access-log",
+            "--enforce-eager",
+        ]
+        assert container["startupProbe"]["httpGet"]["path"] == "/health"
+        assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 1200
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        # The transformers model beside it keeps the runtime image and its /ready probe.
+        other = deployment(cluster, "demo-minilm")["spec"]["template"]["spec"]["containers"][0]
+        assert other["command"] == ["python", "-m", "modelplex_runtime"]
+        assert other["startupProbe"]["httpGet"]["path"] == "/ready"
+        await eventually(lambda: model_status(cluster, "demo", "qwen").get("state") == "unloaded")
+
+
+async def test_an_entry_its_engine_cannot_honour_is_an_invalid_spec(cluster: Any) -> None:
+    bad = {"VisionPlain": {"model_id": "v", "max_edge": 512}, "engine": "vllm"}
+    cluster.objects[MM, NS, "bad"] = multimodel("bad", {"v": bad})
+    async with running_operator(str(cluster.url)):
+        await eventually(lambda: (status(cluster, "bad").get("conditions") or [{}])[0].get("reason") == "InvalidSpec")
+        assert "VisionPlain.max_edge has no equivalent in engine vllm" in status(cluster, "bad")["conditions"][0]["message"]
+        assert not exists(cluster, DEPLOYMENTS, "bad-v")
 
 
 async def test_update_rolls_changed_model_adds_and_removes_never_touches_replicas(cluster: Any) -> None:

@@ -13,8 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelplex"
 KUBE_VERSION = "1.33.0"
-# Kinds from other projects' CRDs that kubernetes-validate has no schema for.
-FOREIGN_KINDS = {"ServiceMonitor"}
+# Kinds from other projects' CRDs that kubernetes-validate has no schema for, with their endpoint list.
+FOREIGN_KINDS = {"ServiceMonitor": "endpoints", "PodMonitor": "podMetricsEndpoints"}
 
 
 def render(helm: Path, *sets: str, namespace: str = "modelplex") -> list[dict[str, Any]]:
@@ -55,7 +55,8 @@ def test_every_rendered_manifest_is_valid(helm: Path, sets: tuple[str, ...]) -> 
     assert docs
     for doc in docs:
         if doc["kind"] in FOREIGN_KINDS:
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["spec"]["endpoints"][0]["path"] == "/metrics"
+            endpoints = doc["spec"][FOREIGN_KINDS[doc["kind"]]]
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and endpoints[0]["path"] == "/metrics"
             continue
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
@@ -129,6 +130,8 @@ def test_operator_and_router_deployments(helm: Path) -> None:
     env = _env(c)
     assert env["MODELPLEX_OPERATOR_NAMESPACES"] == "team-a"
     assert env["MODELPLEX_OPERATOR_RUNTIME_IMAGE"] == "ghcr.io/modelplex/runtime:1.2.3"
+    assert env["MODELPLEX_OPERATOR_VLLM_IMAGE"] == "vllm/vllm-openai:v0.32.0"
+    assert env["MODELPLEX_OPERATOR_VLLM_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert op["spec"]["replicas"] == 1 and op["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -143,6 +146,23 @@ def test_operator_and_router_deployments(helm: Path) -> None:
     svc = one(docs, "Service", "mp-modelplex-router")
     assert svc["spec"]["selector"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_vllm_image_is_a_value(helm: Path) -> None:
+    docs = render(helm, "vllmImage.repository=registry.local/vllm", "vllmImage.tag=v0.32.0-cu128", "vllmImage.pullPolicy=Always")
+    env = _env(one(docs, "Deployment", "mp-modelplex-operator")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELPLEX_OPERATOR_VLLM_IMAGE"] == "registry.local/vllm:v0.32.0-cu128"
+    assert env["MODELPLEX_OPERATOR_VLLM_IMAGE_PULL_POLICY"] == "Always"
+
+
+def test_pod_monitor_scrapes_every_model_pod(helm: Path) -> None:
+    docs = render(helm, "serviceMonitor.enabled=true", "operator.watchNamespaces={team-a}")
+    monitor = one(docs, "PodMonitor", "mp-modelplex-runtimes")
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "modelplex-runtime"}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["team-a", "modelplex"]
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert by_kind(render(helm, "serviceMonitor.enabled=true", "serviceMonitor.runtimes=false"), "PodMonitor") == []
+    assert by_kind(render(helm), "PodMonitor") == []
 
 
 def test_ingress_points_at_the_router(helm: Path) -> None:
@@ -164,6 +184,7 @@ def test_notes_render(helm: Path) -> None:
     ("operater.enabled=false", "additional properties 'operater' not allowed"),
     ("router.replicas=-1", "/router/replicas"),
     ("runtimeImage.pullPolicy=Sometimes", "/runtimeImage/pullPolicy"),
+    ("vllmImage.tag=", "/vllmImage/tag"),
 ])
 def test_values_schema_rejects_typos_and_bad_values(helm: Path, bad: str, message: str) -> None:
     result = subprocess.run([str(helm), "template", "mp", str(CHART), "--set", bad], capture_output=True, text=True)

@@ -103,6 +103,8 @@ class Engine(ABC):
     """How messages name the engine's process (``the runtime``, ``vLLM``)."""
     module: str
     """``python -m <module>`` starts the server."""
+    image_python: str = "python"
+    """The interpreter's name in the engine's container image (``<image_python> -m <module>``)."""
     ready_path: str
     """Answers 200 once the model serves requests (readiness polls and probes)."""
     health_path: str = "/health"
@@ -125,6 +127,11 @@ class Engine(ABC):
     def env(self, entry: ModelEntry) -> dict[str, str]:
         """Environment variables the server needs for this entry (added to the inherited ones)."""
         return {}
+
+    def writable_env(self, root: str) -> dict[str, str]:
+        """Where the server may write (home, caches, config), all under ``root``: for containers whose
+        root filesystem is read-only and whose user has no home directory."""
+        return {"HOME": root, "XDG_CACHE_HOME": f"{root}/.cache"}
 
     def unsupported(self, entry: ModelEntry) -> list[str]:
         """Settings of the entry this engine has no equivalent for (one message each)."""

@@ -53,6 +53,7 @@ class VllmEngine(Engine):
     name = "vllm"
     title = "vLLM"
     module = "vllm.entrypoints.openai.api_server"
+    image_python = "python3"  # vLLM's images (vllm/vllm-openai) install it into the system python3
     # vLLM's HTTP server starts serving only once the engine is up, and /health then answers 200.
     ready_path = "/health"
     output_on_stdout = True
@@ -121,6 +122,26 @@ class VllmEngine(Engine):
             if ordinals != list(range(len(ordinals))):
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(o) for o in ordinals)
         return env
+
+    def writable_env(self, root: str) -> dict[str, str]:
+        cache = f"{root}/.cache"
+        return {
+            **super().writable_env(root),
+            "XDG_CONFIG_HOME": f"{root}/.config",
+            # vLLM's own cache (torch.compile artifacts, model info) and config, and the compilers' caches.
+            "VLLM_CACHE_ROOT": f"{cache}/vllm",
+            "VLLM_CONFIG_ROOT": f"{root}/.config/vllm",
+            "TRITON_CACHE_DIR": f"{cache}/triton",
+            "TORCHINDUCTOR_CACHE_DIR": f"{cache}/torchinductor",
+            "NUMBA_CACHE_DIR": f"{cache}/numba",
+            "OUTLINES_CACHE_DIR": f"{cache}/outlines",
+            # A user id without a passwd entry: libraries that ask for the user name get one.
+            "USER": "modelplex",
+            "LOGNAME": "modelplex",
+            # vLLM reports usage statistics by default; a model server in a cluster should not phone home.
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
 
     def unsupported(self, entry: ModelEntry) -> list[str]:
         sel = entry.selector
