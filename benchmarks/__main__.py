@@ -1,9 +1,12 @@
 """Every comparison of modelplex against its peers, in one run, written to docs/benchmarks.md + docs/img/.
 
-    python -m benchmarks              # full sizes (about 15 minutes on 2 CPU cores)
-    python -m benchmarks --quick      # about 3 minutes, one repeat
-    python -m benchmarks --smoke      # tiny sizes, for the test suite
+    python -m benchmarks              # full sizes (about 30 minutes on 2 CPU cores)
+    python -m benchmarks --quick      # about 10 minutes, one repeat
+    python -m benchmarks --smoke      # tiny sizes, for the test suite (without vLLM: engines is left out)
     python -m benchmarks --only routing,holding --repeats 5 --out /tmp/bench
+
+vLLM (the engines comparison, and the vLLM backend of the routing one) runs from $MODELPLEX_BENCH_VLLM_PYTHON,
+else from the venv of .ci/vllm-venv.sh (created on first use).
 
 Peers (LiteLLM proxy, vllm-router) are found in $MODELPLEX_BENCH_PEER_BIN, /work/venv-peers/bin, this
 Python's bin folder or PATH; a peer that is missing or fails is recorded on the page with its error.
@@ -20,11 +23,22 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import holding, memory_unload, routing_overhead, scale_from_zero, structured, throughput
+from benchmarks import (
+    engines,
+    holding,
+    memory_unload,
+    routing_overhead,
+    scale_from_zero,
+    structured,
+    throughput,
+    vllm_engine,
+)
 from benchmarks.report import Section, extract_section, machine, merge_sections, render_page, write
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holding")
+COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holding", "engines")
+# vLLM's starts take a minute each: the smoke run (in the test suite) leaves them out unless --only names them.
+SLOW = ("engines",)
 
 
 def sizes(mode: str, repeats: int | None) -> dict[str, object]:
@@ -35,7 +49,9 @@ def sizes(mode: str, repeats: int | None) -> dict[str, object]:
         "routing": routing_overhead.Sizes(requests=400 if full else 100 if quick else 24,
                                           warmup=20 if full else 8 if quick else 2,
                                           concurrency=(1, 16, 64) if not mode == "smoke" else (1, 4), repeats=r),
-        "routing_backends": ("stub", "tiny") if not mode == "smoke" else ("stub",),
+        "routing_backends": ("stub", "tiny", "vllm") if not mode == "smoke" else ("stub",),
+        "routing_vllm": routing_overhead.Sizes(requests=100 if full else 30, warmup=8 if full else 4,
+                                               concurrency=(1, 16), repeats=r),
         "scale": scale_from_zero.Sizes(repeats=r),
         "throughput": throughput.Sizes(mode=mode, repeats=r),
         "structured": structured.Sizes(mode=mode, repeats=r),
@@ -43,6 +59,7 @@ def sizes(mode: str, repeats: int | None) -> dict[str, object]:
         "holding": holding.Sizes(requests=500 if not mode == "smoke" else 50,
                                  load_delay=3.0 if full else 2.0 if quick else 1.0,
                                  low_wait=0.5, repeats=r),
+        "engines": engines.Sizes(repeats=r),
     }
 
 
@@ -64,11 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the entry point working in tests")
     parser.add_argument("--repeats", type=int, default=None, help="repeated runs per figure (full 3, quick and smoke 1)")
-    parser.add_argument("--only", default=",".join(COMPARISONS), help=f"comma-separated subset of {','.join(COMPARISONS)}")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(COMPARISONS)} (--smoke: "
+                        f"all but {','.join(SLOW)})")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md and img/ (default docs/)")
     args = parser.parse_args(argv)
     run_mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    only = [c.strip() for c in args.only.split(",") if c.strip()]
+    default = [c for c in COMPARISONS if run_mode != "smoke" or c not in SLOW]
+    only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else default
     unknown = set(only) - set(COMPARISONS)
     if unknown:
         parser.error(f"unknown comparison(s): {', '.join(sorted(unknown))}; choose from {', '.join(COMPARISONS)}")
@@ -76,10 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     img = args.out / "img"
     started = time.time()
     command = "python -m benchmarks" + ("" if run_mode == "full" else f" --{run_mode}") + (
-        f" --repeats {args.repeats}" if args.repeats else "") + ("" if len(only) == len(COMPARISONS) else f" --only {','.join(only)}")
+        f" --repeats {args.repeats}" if args.repeats else "") + ("" if only == default else f" --only {','.join(only)}")
     sections: list[Section] = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir: Path | None = None
+        vllm_model_dir: Path | None = None
 
         def tiny() -> Path:
             nonlocal model_dir
@@ -89,15 +109,34 @@ def main(argv: list[str] | None = None) -> None:
                 model_dir = make_tiny_llama(Path(tmp) / "tiny", hidden_size=64, num_layers=2, num_heads=4)
             return model_dir
 
+        def vllm_model() -> Path:
+            nonlocal vllm_model_dir
+            if vllm_model_dir is None:
+                vllm_model_dir = vllm_engine.make_model(Path(tmp) / "llama-256")
+            return vllm_model_dir
+
+        def routing() -> Section:
+            results, failed = {}, {}
+            for backend in sz["routing_backends"]:
+                if backend != "vllm":
+                    results[backend] = routing_overhead.measure_backend(
+                        backend, sz["routing"], tiny() if backend == "tiny" else None)
+                    continue
+                try:  # vLLM missing or failing must not cost the other backends' figures
+                    results[backend] = routing_overhead.measure_backend(backend, sz["routing_vllm"], vllm_model())
+                except Exception as exc:
+                    traceback.print_exc()
+                    failed[backend] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+            return routing_overhead.section(results, sz["routing"], img, failed)
+
         plan: dict[str, tuple[str, Callable[[], Section]]] = {
-            "routing": ("Routing overhead", lambda: routing_overhead.section(
-                {b: routing_overhead.measure_backend(b, sz["routing"], tiny() if b == "tiny" else None)
-                 for b in sz["routing_backends"]}, sz["routing"], img)),
+            "routing": ("Routing overhead", routing),
             "scale": ("Scale from zero", lambda: scale_from_zero.section(tiny(), sz["scale"], img)),
             "throughput": ("Runtime throughput vs transformers serve", lambda: throughput.section(sz["throughput"], img)),
             "structured": ("Constrained decoding", lambda: structured.section(sz["structured"])),
             "memory": ("Unload frees memory", lambda: memory_unload.section(tiny(), sz["memory"], img)),
             "holding": ("Holding requests", lambda: holding.section(sz["holding"], img)),
+            "engines": ("Engines: vLLM's cold start", lambda: engines.section(sz["engines"], img)),
         }
         for key in COMPARISONS:
             if key in only:
@@ -110,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = args.out / "benchmarks.json"
     old = page.read_text(encoding="utf-8") if page.exists() else ""
     data = {s.title: s.data for s in sections}
-    if len(only) < len(COMPARISONS) and old:
+    if set(only) < set(COMPARISONS) and old:
         # A partial run replaces its own sections and keeps the rest of the page (and of the raw figures).
         note = (f"Rerun on its own with `{command}`: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
                 f"{time.time() - started:.0f} s, {machine()}. The other sections are from the run dated at the top.")

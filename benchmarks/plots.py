@@ -44,14 +44,16 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float]], ylabel: st
 
 def routing_overhead(runs_by_backend: dict[str, dict[str, Any]], concurrency: tuple[int, ...], path: Path) -> None:
     fig, axes = plt.subplots(len(runs_by_backend), 3, figsize=(14, 3.8 * len(runs_by_backend)), squeeze=False)
-    groups = [f"c={c}" for c in concurrency]
     for row, (backend, runs) in enumerate(runs_by_backend.items()):
+        # A backend may have been measured at fewer concurrency levels (vLLM on CPU).
+        levels = [c for c in concurrency if c in runs["direct"]["plain"]]
+        groups = [f"c={c}" for c in levels]
         proxies = [p for p in runs if p != "direct"]
         added = {p: [_med([s["p50"] - d["p50"] for s, d in zip(runs[p]["plain"][c], runs["direct"]["plain"][c],
-                                                                 strict=False)]) * 1000 for c in concurrency]
+                                                                 strict=False)]) * 1000 for c in levels]
                  for p in proxies}
-        rps = {p: [_med([s["rps"] for s in runs[p]["plain"][c]]) for c in concurrency] for p in runs}
-        cpu = {p: [_med([s["cpu_per_1000"] for s in runs[p]["plain"][c]]) for c in concurrency] for p in proxies}
+        rps = {p: [_med([s["rps"] for s in runs[p]["plain"][c]]) for c in levels] for p in runs}
+        cpu = {p: [_med([s["cpu_per_1000"] for s in runs[p]["plain"][c]]) for c in levels] for p in proxies}
         _bars(axes[row][0], groups, added, "ms", f"{backend}: latency added, p50 (lower is better)")
         _bars(axes[row][1], groups, rps, "requests/s", f"{backend}: throughput (higher is better)")
         _bars(axes[row][2], groups, cpu, "CPU s / 1000 requests", f"{backend}: router CPU (lower is better)")

