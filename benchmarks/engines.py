@@ -42,10 +42,10 @@ from modelplex_spec.engines import VLLM
 
 VLLM_MODEL, TF_MODEL = "vllm-bench", "tf-bench"
 # The phases of a vLLM cold start through the router, each ending at a line of the router's log: its own
-# ("starting vLLM ...", "model ... loaded in") or one of vLLM's (vLLM 0.32's wording; a phase whose line does
+# ("started runtime for ...", "model ... loaded in") or one of vLLM's (vLLM 0.32's wording; a phase whose line does
 # not come shows n/a). The last phase ends at the first token.
 PHASES = (
-    ("router: request -> vLLM process started", "starting vLLM for"),
+    ("router: request -> vLLM process started", f"started runtime for {VLLM_MODEL} "),
     ("API server: interpreter, imports, arguments", "non-default args"),
     ("model config; engine core: process start, imports", "Initializing a V1 LLM engine"),
     ("worker: process start, imports, device set-up", "Starting to load model"),

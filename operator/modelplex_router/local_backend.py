@@ -112,8 +112,8 @@ class LocalProcessBackend:
             )
             rt = self._track(process, f"http://{self._host}:{port}", api_id, engine)
             log.info(
-                "started %s for %s on port %d (pid %d)",
-                engine.title, api_id, port, process.pid,
+                "started runtime for %s on port %d (pid %d, engine %s)",
+                api_id, port, process.pid, engine.name,
                 extra={"model": api_id, "port": port, "pid": process.pid, "engine": engine.name},
             )  # fmt: skip
         self._runtimes[api_id] = rt

@@ -31,7 +31,7 @@ async def test_a_failed_last_used_write_does_not_fail_the_load(cluster: Any, dep
         assert resp.status_code == 200, resp.text
         assert replicas(cluster, "demo-tiny") == 1
         assert await status_of(client, "tiny") == "loaded"
-        assert 'modelplex_model_loads_total{model="tiny",result="success"} 1.0' in (await client.get("/metrics")).text
+        assert 'modelplex_model_loads_total{engine="transformers",model="tiny",result="success"} 1.0' in (await client.get("/metrics")).text
 
 
 async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: Any, deployed: dict[str, int]) -> None:
@@ -119,8 +119,8 @@ async def test_a_crash_being_cleaned_up_does_not_hold_up_other_models(cluster: A
         resp = await client.post("/v1/chat/completions", json={"model": "other", **CHAT})
         assert resp.status_code == 200, resp.text
         metrics = (await client.get("/metrics")).text
-        assert 'modelplex_model_unloads_total{model="other",reason="crash"} 1.0' in metrics
-        assert 'modelplex_model_unloads_total{model="tiny",reason="idle"} 1.0' in metrics
+        assert 'modelplex_model_unloads_total{engine="transformers",model="other",reason="crash"} 1.0' in metrics
+        assert 'modelplex_model_unloads_total{engine="transformers",model="tiny",reason="idle"} 1.0' in metrics
 
 
 async def _status_is(client: httpx.AsyncClient, model: str, status: str) -> bool:
