@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,20 +168,33 @@ def test_unload_drains_then_ends_the_whole_tree(router: RouterProcess) -> None:
     tree = _vllm_tree(router)
     shared = _shared_memory(tree)
     finished: dict[str, object] = {}
+    streaming = threading.Event()
 
     def long_request() -> None:
-        body = {"model": "vllm-chat", "messages": HELLO, "max_tokens": 200, "stream": True, "ignore_eos": True}
+        # Long enough (hundreds of tokens) that the unload below lands while vLLM is still generating.
+        body = {"model": "vllm-chat", "messages": HELLO, "max_tokens": 400, "stream": True, "ignore_eos": True}
+        body["stream_options"] = {"include_usage": True}
+        lines = []
         with router.client(timeout=300) as c, c.stream("POST", "/v1/chat/completions", json=body) as resp:
-            finished["lines"] = [line for line in resp.iter_lines() if line.startswith("data: ")]
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    lines.append(line)
+                    streaming.set()
+        finished["lines"] = lines
+        finished["done_at"] = time.monotonic()
 
     worker = threading.Thread(target=long_request)
     worker.start()
-    router.wait_for(lambda: router.metric("modelplex_requests_in_flight", model="vllm-chat") == 1, what="in flight")
+    # The first chunk has arrived: the request is in flight (polling the gauge races a fast stream).
+    assert streaming.wait(timeout=120)
+    unload_sent = time.monotonic()
     assert router.post("/v1/models/unload", {"model_id": "vllm-chat"}).json() == {"model_id": "vllm-chat", "status": "unloaded"}
     worker.join(timeout=300)
-    # The request in flight finished before vLLM was stopped.
+    # The unload was asked for mid-stream, and the request in flight still finished whole: the unload
+    # waited for it before stopping vLLM.
+    assert unload_sent < finished["done_at"]
     assert finished["lines"][-1] == "data: [DONE]"
-    assert len(finished["lines"]) > 100
+    assert json.loads(finished["lines"][-2].removeprefix("data: "))["usage"]["completion_tokens"] == 400
     # Every process of vLLM's tree is gone, and so is its shared memory.
     _gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
