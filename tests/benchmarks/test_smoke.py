@@ -6,11 +6,13 @@ table or recorded why a peer or the comparison could not run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +20,29 @@ SECTIONS = ("Routing overhead", "Scale from zero", "Runtime throughput vs transf
             "Unload frees memory",
             "Holding requests")
 PLOTS = ("routing_overhead.png", "scale_from_zero.png", "throughput.png", "memory_unload.png", "holding.png")
+
+
+def _run_smoke(out: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks --smoke``; whatever happens, no process it started outlives the test.
+
+    The benchmark starts routers, peers and backends in sessions of their own, so killing its main
+    process alone (as ``subprocess.run`` does on a timeout) would leave them running.
+    """
+    argv = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)]
+    with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        seen: dict[int, psutil.Process] = {}
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            seen.update((p.pid, p) for p in psutil.Process(proc.pid).children(recursive=True))
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"benchmarks --smoke ran past {timeout:.0f}s:\n{stderr[-4000:]}") from None
+        finally:
+            for child in seen.values():
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
 def _sections(page: str) -> dict[str, str]:
@@ -28,8 +53,7 @@ def _sections(page: str) -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.timeout(480)
 def test_smoke_run_writes_the_page_and_plots(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=460)
+    proc = _run_smoke(tmp_path, timeout=460)
     assert proc.returncode == 0, proc.stderr[-4000:]
     page = (tmp_path / "benchmarks.md").read_text()
     assert "python -m benchmarks --smoke" in page
