@@ -60,6 +60,12 @@ class UnsupportedMediaType(RouterError):
     code = "unsupported_media_type"
 
 
+class RequestTimeout(RouterError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class RateLimited(RouterError):
     status_code = 429
     error_type = "rate_limit_error"

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
 
 from modelplex_router.auth import ANONYMOUS, KeyRing, Principal, presented_key
-from modelplex_router.errors import BadRequest, PayloadTooLarge, PermissionDenied, RateLimited, Unauthorized
+from modelplex_router.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    RequestTimeout,
+    Unauthorized,
+)
 from modelplex_router.key_source import KeySource
 from modelplex_router.limits import (
     Admission,
@@ -28,6 +36,7 @@ class AccessGuard:
         self.keys = keys
         self.book = LimitBook()
         self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout_seconds
         self.bounds = RequestBounds(settings.max_messages, settings.max_images, settings.max_input_chars)
 
     @property
@@ -57,18 +66,26 @@ class AccessGuard:
             raise PermissionDenied(f"the key {principal.name!r} may not manage models ({action})")
 
     async def read_body(self, request: Request) -> bytes:
-        """The body, refused with 413 past ``max_body_bytes`` (checked as it arrives, not after)."""
+        """The body, refused with 413 past ``max_body_bytes`` (checked as it arrives, not after) and with
+        408 when it is not all in within ``body_timeout_seconds`` (a client trickling it byte by byte)."""
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout:g}s ({size} bytes received)",
+                headers={"Connection": "close"},
+            ) from None
         return b"".join(chunks)
 
     def admit(self, principal: Principal, model_id: str, payload: dict) -> Admission:

@@ -106,6 +106,12 @@ class RouterMetrics:
             "modelplex_model_load_backoff_seconds",
             "Back-off in force after the model's last failed load (0 after a successful one).",
         )
+        self.connections_closed = Counter(
+            "modelplex_connections_closed_total",
+            "Client connections the router closed: refused (over max_connections), header_timeout.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def _metric(self, kind: Any, name: str, documentation: str, *labels: str, **kwargs: Any) -> _PerModel:
         metric = _PerModel(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 
 import uvicorn
 
 from modelplex_router.app import create_app
 from modelplex_router.backend import ModelBackend
+from modelplex_router.connection_guard import guarded_protocol
 from modelplex_router.logs import configure_logging
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelplexConfig
+
+log = logging.getLogger("modelplex_router")
 
 
 def build_backend(settings: RouterSettings) -> ModelBackend:
@@ -45,6 +50,8 @@ def run(settings: RouterSettings, config: ModelplexConfig | None = None) -> None
         config = load_cluster_config(settings)
         catalog_source = cluster_catalog_source(backend, settings)
     app = create_app(settings, backend, config, catalog_source)
+    _allow_open_files(settings.max_connections + settings.upstream_max_connections + 256)
+    metrics = app.state.metrics
     uvicorn.run(
         app,
         host=settings.host,
@@ -52,4 +59,26 @@ def run(settings: RouterSettings, config: ModelplexConfig | None = None) -> None
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_grace_seconds) or None,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        http=guarded_protocol(
+            settings.header_timeout_seconds,
+            settings.max_connections,
+            settings.retry_after_seconds,
+            lambda reason: metrics.connections_closed.labels(reason=reason).inc(),
+        ),
     )
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft open-files limit towards ``wanted`` (client and runtime connections, the runtimes'
+    pipes): a soft limit of 1024, common outside containers, would refuse connections far below the cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning(
+            "open files are limited to %d, fewer than max_connections + upstream_max_connections need (%d)",
+            hard,
+            wanted,
+        )

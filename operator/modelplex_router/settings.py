@@ -125,6 +125,24 @@ class RouterSettings(BaseSettings):
     max_input_chars: int = Field(
         default=2_000_000, ge=1, description="More characters of text input in a request get 400."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="A client's request headers must be complete this long after its connection opened "
+        "(or its previous response ended), or the connection is closed (408); 0 = no bound.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="A request body not received in full within this long gets 408."
+    )
+    keep_alive_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="An idle kept-alive client connection is closed after this long."
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Client connections open at once; one more gets 503 + Retry-After and is closed. Requests "
+        "held for a model load count, so keep it above max_waiting_per_model x models.",
+    )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     upstream_lanes: int = Field(
