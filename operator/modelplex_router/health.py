@@ -66,8 +66,17 @@ class HealthProbe:
         except httpx.HTTPError as exc:
             return f"GET /health failed ({type(exc).__name__})"
         if resp.status_code != 200:
-            return f"GET /health answered {resp.status_code}"
+            return f"GET /health answered {resp.status_code}" + _reason(resp)
         return None
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _reason(resp: httpx.Response) -> str:
+    """The runtime's own account of why it is unhealthy (OpenAI error shape), as ": ..."; else nothing."""
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": {' '.join(str(message).split())[:300]}" if message else ""

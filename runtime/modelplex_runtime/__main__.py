@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from modelplex_runtime.app import RuntimeDeps, create_app
+    from modelplex_runtime.failure import report_on_crash
 
     configure_logging(settings.log_level)
+    report_on_crash()
     exit_code = {"code": 0}
     server: uvicorn.Server | None = None
 

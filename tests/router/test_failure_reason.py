@@ -77,3 +77,13 @@ def test_describe_exit_names_signals() -> None:
     assert describe_exit(-9, None) == "the runtime was killed by signal 9 (SIGKILL: out of memory, or killed by someone)"
     assert describe_exit(-15, "x") == "the runtime was killed by signal 15 (SIGTERM): x"
     assert describe_exit(2, None) == "the runtime exited with code 2"
+
+
+def test_an_unhealthy_answer_carries_the_runtimes_reason() -> None:
+    import httpx
+
+    from modelplex_router.health import _reason
+
+    body = {"error": {"message": "model 'm' is unhealthy: the engine thread 'engine' has died", "code": "x"}}
+    assert _reason(httpx.Response(503, json=body)) == ": model 'm' is unhealthy: the engine thread 'engine' has died"
+    assert _reason(httpx.Response(503, text="not json")) == ""
