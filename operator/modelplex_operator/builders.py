@@ -185,6 +185,9 @@ def _pod_spec(entry: ModelEntry, k8s: KubernetesSettings, defaults: RuntimeDefau
         "env": _env(k8s, cache_path, engine, launch.env),
         "resources": _resources(k8s),
         "volumeMounts": mounts,
+        # Where a crashed container wrote no termination message (vLLM, or killed before it could), the end
+        # of its log is the message: the router and the status read the reason from it (pod_status).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -25,6 +25,7 @@ from modelplex_operator.status import (
     transitions,
 )
 from modelplex_spec.config import ConfigError, ModelplexConfig, parse_entries
+from modelplex_spec.engines import engine_for
 
 
 @dataclass
@@ -114,7 +115,7 @@ async def reconcile(writer: KubeWriter, body: Mapping[str, Any], defaults: Runti
         dep = have_deps.get(obj)
         stuck = dep is not None and int(dep.get("spec", {}).get("replicas") or 0) > 0 and not ready_replicas(dep)
         pods = await writer.pods_of(namespace, dep) if stuck and dep is not None else ()
-        observations.append(ModelObservation(item.entry.api_id, item.label, obj, dep, pods))
+        observations.append(ModelObservation(item.entry.api_id, item.label, obj, dep, pods, engine_for(item.entry)))
     status = build_status(observations, cfg.default_model_id, previous, now, generation, rejected, "ApplyFailed")
     await writer.patch_status(namespace, name, status)
     return ReconcileResult(actions=applied, rejected=rejected, status=status, transitions=transitions(previous, status),

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from modelplex_spec.engines import TRANSFORMERS, Engine
+from modelplex_spec.pod_status import pod_problem
+
 State = Literal["loaded", "unloaded", "loading", "failed"]
-
-
-# Container states that will not fix themselves (a bad image, a runtime that exits at load).
-FATAL_WAITING = frozenset({
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-    "CreateContainerConfigError", "CreateContainerError",
-})
 
 
 @dataclass(frozen=True)
@@ -22,24 +18,15 @@ class ModelObservation:
     name: str
     deployment: dict[str, Any] | None
     pods: tuple[dict[str, Any], ...] = ()
+    engine: Engine = TRANSFORMERS
+    """The model's engine: how its crashed containers' termination messages are read."""
 
 
-def pod_problem(pods: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str | None:
-    """Why the model's pods cannot become ready without help, in one line (None when they may)."""
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in FATAL_WAITING:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                # The runtime's own termination message (why it stopped) beats the kubelet's back-off text.
-                detail = last.get("message") or waiting.get("message") or last.get("reason") or ""
-                name = (pod.get("metadata") or {}).get("name", "?")
-                return f"pod {name}: {waiting['reason']}" + (f": {detail}" if detail else "")
-    return None
-
-
-def model_state(deployment: dict[str, Any] | None, pods: tuple[dict[str, Any], ...] = ()) -> tuple[State, str]:
-    """The state of one model from its Deployment (None: not created yet) and its pods."""
+def model_state(
+    deployment: dict[str, Any] | None, pods: tuple[dict[str, Any], ...] = (), engine: Engine = TRANSFORMERS
+) -> tuple[State, str]:
+    """The state of one model from its Deployment (None: not created yet) and its pods (``engine``: the
+    model's, which reads why its containers stopped)."""
     if deployment is None:
         return "loading", "Deployment not created yet"
     spec_replicas = int(deployment.get("spec", {}).get("replicas", 1) or 0)
@@ -54,7 +41,7 @@ def model_state(deployment: dict[str, Any] | None, pods: tuple[dict[str, Any], .
         return "unloaded", "scaled to zero"
     if ready >= 1:
         return "loaded", f"{ready}/{spec_replicas} replicas ready"
-    problem = pod_problem(pods)
+    problem = pod_problem(pods, engine)
     if problem:
         return "failed", problem
     return "loading", f"0/{spec_replicas} replicas ready"
@@ -65,7 +52,7 @@ def ready_replicas(deployment: dict[str, Any]) -> int:
 
 
 def model_status(obs: ModelObservation, previous: dict[str, Any] | None, now: str) -> dict[str, Any]:
-    state, message = model_state(obs.deployment, obs.pods)
+    state, message = model_state(obs.deployment, obs.pods, obs.engine)
     dep = obs.deployment or {}
     changed = previous is None or previous.get("state") != state
     return {

@@ -47,14 +47,14 @@ from modelplex_router.kube_objects import (
     load_target,
     now_iso,
     parse_iso,
-    pod_problem,
     ready_replicas,
     spec_replicas,
     stop_bound,
 )
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry, ModelplexConfig
-from modelplex_spec.engines import TRANSFORMERS, engine_for
+from modelplex_spec.engines import TRANSFORMERS, Engine, engine_for
+from modelplex_spec.pod_status import pod_problem
 
 log = logging.getLogger("modelplex_router.kube")
 
@@ -270,15 +270,15 @@ class KubeBackend:
                 raise BackendLoadError(problem)
             if spec_replicas(dep) == 0:
                 raise BackendLoadError(f"deployment {name} was scaled to zero while the model was loading")
+            entry = self._models[api_id].entry if api_id in self._models else None
+            engine = engine_for(entry) if entry is not None else TRANSFORMERS
             if ready_replicas(dep) >= 1:
                 url = self.url_for(api_id, name)
-                entry = self._models[api_id].entry if api_id in self._models else None
-                ready = (engine_for(entry) if entry is not None else TRANSFORMERS).ready_path
-                if await self._answers_ready(url + ready):
+                if await self._answers_ready(url + engine.ready_path):
                     return url
-                last_reason = f"{url}{ready} does not answer 200 yet"
+                last_reason = f"{url}{engine.ready_path} does not answer 200 yet"
             else:
-                problem = await self._pod_problem(dep)
+                problem = await self._pod_problem(dep, engine)
                 if problem:
                     raise BackendLoadError(problem)
             if time.monotonic() >= deadline:
@@ -293,9 +293,9 @@ class KubeBackend:
         except httpx.HTTPError:
             return False
 
-    async def _pod_problem(self, dep: Mapping[str, Any]) -> str | None:
+    async def _pod_problem(self, dep: Mapping[str, Any], engine: Engine) -> str | None:
         pods = await self._pods(dep)
-        return pod_problem(pods) if pods else None
+        return pod_problem(pods, engine) if pods else None
 
     async def _pods(self, dep: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         """The Deployment's pods (by its selector); None when they cannot be listed."""

@@ -22,17 +22,6 @@ ANNOTATION_API_ID = f"{GROUP}/api-id"
 ANNOTATION_LAST_USED = f"{GROUP}/last-used"
 RUNTIME_PORT = 8000
 
-# Container states that will not fix themselves: fail the load with the reason instead of waiting.
-_FATAL_WAITING = {
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-}
-
-
 def now_iso() -> str:
     # Milliseconds: idle timeouts can be short, and the readers allow only for the write throttle.
     return datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -84,22 +73,6 @@ def load_target(entry: ModelEntry) -> tuple[int, int]:
     """(replicas when loaded, replicas when unloaded) for an entry."""
     k8s = entry.kubernetes or KubernetesSettings()
     return max(k8s.maxReplicas, 1), k8s.minReplicas
-
-
-def pod_problem(pods: list[Mapping[str, Any]]) -> str | None:
-    """A one-line reason when a model's pods cannot become ready without someone's help."""
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _FATAL_WAITING:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                # The runtime writes why it stopped to its termination message (modelplex_spec.failure):
-                # that beats the kubelet's "back-off 10s restarting failed container".
-                detail = last.get("message") or waiting.get("message") or last.get("reason") or ""
-                return f"pod {pod['metadata']['name']}: {waiting['reason']}" + (
-                    f": {detail}" if detail else ""
-                )
-    return None
 
 
 def deployment_problem(dep: Mapping[str, Any]) -> str | None:

@@ -29,10 +29,10 @@ from collections.abc import Mapping
 import httpx
 
 from modelplex_router.backend import BackendLoadError, BackendObservation
-from modelplex_router.failure_reason import RuntimeOutput
 from modelplex_router.runtime_process import RuntimeProcess, free_port, spawn
 from modelplex_spec import ModelEntry
 from modelplex_spec.engines import TRANSFORMERS, VLLM, Engine, engine_for
+from modelplex_spec.failure_reason import RuntimeOutput
 
 log = logging.getLogger("modelplex_router.local")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from modelplex_router import proctree
 from modelplex_router.backend import BackendLoadError
-from modelplex_router.failure_reason import RuntimeOutput, describe_exit
 from modelplex_spec.engines import TRANSFORMERS, Engine
+from modelplex_spec.failure_reason import RuntimeOutput, describe_exit
 
 log = logging.getLogger("modelplex_router.local")
 

@@ -1,4 +1,4 @@
-"""Unit tests for reading why a runtime ended (modelplex_router.failure_reason, modelplex_spec.failure)."""
+"""Unit tests for reading why a runtime ended (modelplex_spec.failure_reason, modelplex_spec.failure)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from modelplex_router.failure_reason import RuntimeOutput, describe_exit
 from modelplex_spec.engines import VLLM
 from modelplex_spec.failure import decode_failure, encode_failure
+from modelplex_spec.failure_reason import RuntimeOutput, describe_exit
 
 SHUTDOWN = [
     json.dumps({"level": "INFO", "name": "uvicorn.error", "message": "Shutting down"}),

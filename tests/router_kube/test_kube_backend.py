@@ -37,7 +37,6 @@ from modelplex_router.kube_objects import (
     MANAGED_BY,
     config_from_multimodels,
     last_used_from,
-    pod_problem,
 )
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ConfigError
@@ -216,19 +215,6 @@ def test_config_from_multimodels_merges_a_namespace_and_rejects_clashes() -> Non
     clash = multimodel("c", {"z": {"Plain": {"model_id": "org/x"}}})
     with pytest.raises(ConfigError, match="both use the API id 'org/x'"):
         config_from_multimodels([a, clash])
-
-
-def test_pod_problem_names_what_blocks_the_pods() -> None:
-    pods = [{"metadata": {"name": "demo-tiny-abc"}, "status": {"containerStatuses": [
-        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}}]}}]
-    assert pod_problem(pods) == "pod demo-tiny-abc: ImagePullBackOff: pull access denied"
-    assert pod_problem([{"metadata": {"name": "p"}, "status": {"containerStatuses": [
-        {"state": {"waiting": {"reason": "ContainerCreating"}}}]}}]) is None
-    # A crash loop: the runtime's termination message (why it exited) beats the kubelet's back-off text.
-    crashing = [{"metadata": {"name": "p"}, "status": {"containerStatuses": [{
-        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
-        "lastState": {"terminated": {"reason": "Error", "message": "OSError: config.json is not valid JSON"}}}]}}]
-    assert pod_problem(crashing) == "pod p: CrashLoopBackOff: OSError: config.json is not valid JSON"
 
 
 def test_router_and_operator_agree_on_labels_and_annotations() -> None:

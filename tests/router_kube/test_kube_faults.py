@@ -1,5 +1,6 @@
 """The Kubernetes backend under faults, on the emulated cluster (kmock + the fake kubelet): API errors
-around a load, pods that take their time to go, a crash whose clean-up is slow."""
+around a load, pods that take their time to go, a crash whose clean-up is slow, a vLLM pod that
+crash-loops."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import httpx
 import kmock
 import pytest
 from fake_kubelet import FakeKubelet
-from kopf_harness import DEPLOYMENTS, MM, PODS, eventually
-from kube_harness import CHAT, NS, backend_for, replicas, serving_router, status_of, until
+from kopf_harness import DEPLOYMENTS, MM, PODS, eventually, running_operator
+from kube_harness import CHAT, NS, backend_for, multimodel, replicas, serving_router, status_of, until
 
+from helpers.ports import free_port
 from modelplex_router.kube_objects import ready_replicas, stop_bound
 
 pytestmark = pytest.mark.integration
@@ -125,3 +127,60 @@ async def test_a_crash_being_cleaned_up_does_not_hold_up_other_models(cluster: A
 
 async def _status_is(client: httpx.AsyncClient, model: str, status: str) -> bool:
     return await status_of(client, model) == status
+
+
+# The end of a vLLM container's log, as the kubelet keeps it for a container that wrote no termination
+# message (the operator sets terminationMessagePolicy: FallbackToLogsOnError); vLLM 0.32's words, shortened.
+VLLM_LOG_TAIL = """\
+(APIServer pid=1) INFO 12-01 11:13:26 [api_utils.py:286] non-default args: {'port': 8000, 'model': 'org/v'}
+Traceback (most recent call last):
+    raise OSError(f"It looks like the config file at '{resolved_config_file}' is not a valid JSON file.")
+OSError: It looks like the config file at '/cache/org/v/config.json' is not a valid JSON file.
+INFO:     Finished server process [1]
+"""
+
+
+async def test_a_crash_looping_vllm_pod_fails_its_load_with_vllms_reason(cluster: Any) -> None:
+    """No fake kubelet (it cannot run vLLM): the test plays the kubelet of one crash-looping vLLM pod."""
+    cluster.objects[MM, NS, "demo"] = multimodel("demo", {"v": {"Plain": {"model_id": "org/v"}, "alias": "v",
+                                                              "engine": "vllm"}})
+    cause = "OSError: It looks like the config file at '/cache/org/v/config.json' is not a valid JSON file."
+
+    def operator_says() -> str:
+        status = cluster.objects[MM, NS, "demo"].raw.get("status") or {}
+        return str(((status.get("models") or {}).get("v") or {}).get("message", ""))
+
+    async with running_operator(str(cluster.url)):
+        await eventually(lambda: (DEPLOYMENTS, NS, "demo-v") in cluster.objects)
+        template = cluster.objects[DEPLOYMENTS, NS, "demo-v"].raw["spec"]["template"]
+        assert template["spec"]["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        cluster.objects[PODS, NS, "demo-v-abc12"] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "demo-v-abc12", "namespace": NS, "labels": template["metadata"]["labels"]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "runtime",
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": "back-off 10s restarting failed container=runtime"}},
+                "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": VLLM_LOG_TAIL}},
+            }]},
+        }
+        # Scaled up by hand first: the operator's status names vLLM's reason.
+        cluster.objects[DEPLOYMENTS, NS, "demo-v"].patch({"spec": {"replicas": 1}})
+        await eventually(lambda: cause in operator_says())
+        assert operator_says() == f"pod demo-v-abc12: CrashLoopBackOff: {cause}"
+
+        async def kubelet() -> None:  # once scaled down, the pod goes
+            await eventually(lambda: replicas(cluster, "demo-v") == 0, 60)
+            del cluster.objects[PODS, NS, "demo-v-abc12"]
+
+        gone = asyncio.create_task(kubelet())
+        backend = backend_for(cluster, {"demo-v": free_port()})
+        async with serving_router(backend) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+            reply = await client.post("/v1/chat/completions", json={"model": "v", **CHAT})
+            error = reply.json()["error"]
+            assert reply.status_code == 503 and error["code"] == "model_load_failed", reply.text
+            assert f"pod demo-v-abc12: CrashLoopBackOff: {cause}" in error["message"]
+            assert "back-off 10s" not in error["message"] and reply.headers["retry-after"]
+            card = (await client.post("/v1/models/status", json={"model_id": "v"})).json()
+            assert card["status"] == "failed" and cause in card["error"]
+            await gone

@@ -1,4 +1,6 @@
-"""Why a runtime process ended, from what it wrote (pure; the local backend feeds it lines).
+"""Why a runtime process ended, from what it wrote (pure: the router's local backend feeds it lines as
+they come; on Kubernetes the router and the operator feed it a crashed container's termination message,
+``pod_status``).
 
 In order of trust:
 
