@@ -57,16 +57,17 @@ class HealthProbe:
         self.timeout = timeout
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), trust_env=False)
 
-    async def problem(self, url: str) -> str | None:
-        """None when the runtime answers 200; otherwise what went wrong, one line."""
+    async def problem(self, url: str, path: str = "/health") -> str | None:
+        """None when the runtime answers 200 on ``path`` (its engine's liveness path); otherwise what
+        went wrong, one line."""
         try:
-            resp = await self._http.get(f"{url}/health")
+            resp = await self._http.get(f"{url}{path}")
         except httpx.TimeoutException:
-            return f"no answer to GET /health within {self.timeout:g}s"
+            return f"no answer to GET {path} within {self.timeout:g}s"
         except httpx.HTTPError as exc:
-            return f"GET /health failed ({type(exc).__name__})"
+            return f"GET {path} failed ({type(exc).__name__})"
         if resp.status_code != 200:
-            return f"GET /health answered {resp.status_code}" + _reason(resp)
+            return f"GET {path} answered {resp.status_code}" + _reason(resp)
         return None
 
     async def aclose(self) -> None:

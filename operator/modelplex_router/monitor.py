@@ -27,6 +27,7 @@ from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.endpoint import Endpoint
 from modelplex_router.health import HealthProbe
 from modelplex_router.lifecycle import Event, ModelState, idle_unload_due
+from modelplex_spec.engines import engine_for
 
 log = logging.getLogger("modelplex_router.lifecycle")
 
@@ -101,7 +102,7 @@ async def check_model(coord: ModelCoordinator, probe: HealthProbe, now: float) -
 async def check_health(coord: ModelCoordinator, endpoint: Endpoint, probe: HealthProbe) -> None:
     """Probe the runtime once; declare it hung after too many failures in a row."""
     previous = endpoint.health.checked_at
-    problem = await probe.problem(endpoint.url)
+    problem = await probe.problem(endpoint.url, engine_for(coord.entry).health_path)
     active = endpoint.last_activity > previous
     if endpoint.health.record(problem, time.monotonic(), active):
         await declare_hung(coord, endpoint, problem or "")

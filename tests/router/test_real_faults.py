@@ -251,3 +251,20 @@ def test_one_body_limit_from_router_to_runtime(race_router: RouterProcess) -> No
             "/v1/chat/completions", content=body + b" " * (7 * 1024 * 1024), headers={"content-type": "application/json"}
         )
     assert over.status_code == 413 and over.json()["error"]["code"] == "request_too_large"
+
+
+def test_field_values_only_the_runtime_refuses_are_a_clean_400_through_the_router(race_router: RouterProcess) -> None:
+    """Values the router passes on (it checks only the body's shape, model and stream): the runtime's 400
+    arrives as it is, before any stream starts, and the runtime goes on serving (it did not crash)."""
+    router = race_router
+    with router.client(timeout=120) as client:
+        assert client.post("/v1/chat/completions", json={"model": "racer", **CHAT, "max_tokens": 1}).status_code == 200
+        [runtime] = router.runtime_processes()
+        for extra, param in (({"seed": 2**63, "stream": True}, "seed"), ({"seed": -(2**63) - 1}, "seed"),
+                             ({"stop": [""], "stream": True}, "stop"), ({"max_tokens": True}, "max_tokens")):
+            reply = client.post("/v1/chat/completions", json={"model": "racer", **CHAT, **extra})
+            assert reply.status_code == 400, (extra, reply.text)
+            assert reply.headers["content-type"].startswith("application/json")
+            assert reply.json()["error"]["param"] == param, reply.json()
+        assert router.runtime_processes() == [runtime] and router.statuses()["racer"] == "loaded"
+    assert router.metric("modelplex_model_unloads_total", model="racer", reason="crash") == 0

@@ -7,9 +7,13 @@ through an offline Hugging Face cache, so the examples run verbatim and the hub 
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -138,6 +142,51 @@ def test_sdk_against_the_router(seed_router: RouterProcess) -> None:
         assert client.reload_model("qwen3-4b") == "loaded"
         with pytest.raises(modelplex.ModelNotFoundError):
             client.model_status("nope")
+
+
+def _runtime_url(router: RouterProcess, model: str) -> str:
+    """The address of the runtime the router last started for ``model`` (from its start log line)."""
+    ports = re.findall(rf"started runtime for {re.escape(model)} on port (\d+) ", router.log_path.read_text())
+    return f"http://127.0.0.1:{ports[-1]}"
+
+
+def _sample(metrics: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name + " "))
+
+
+def test_embedding_clients_that_leave_free_the_runtime(seed_router: RouterProcess) -> None:
+    """50 clients send 64 texts each through the router and leave once their requests are at the runtime:
+    the router closes what it forwarded, and the runtime's counters show it skipped their work (it would
+    have embedded 3200 texts)."""
+    router = seed_router
+    assert router.post("/v1/embeddings", {"model": "minilm", "input": "warm up"}).status_code == 200
+    runtime = _runtime_url(router, "minilm")
+    inputs, cancelled = "modelplex_runtime_embedding_inputs_total", "modelplex_runtime_cancelled_requests_total"
+    before = httpx.get(runtime + "/metrics").text
+    texts = [f"sentence number {i} about guitars, markets and the weather in many words " * 6 for i in range(64)]
+    body = json.dumps({"model": "minilm", "input": texts}).encode()
+    request = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    port = int(router.url.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    try:
+        for sock in socks:
+            sock.sendall(request)
+        router.wait_for(lambda: router.metric("modelplex_requests_in_flight", model="minilm") == 50,
+                        timeout=60, what="50 embedding requests forwarded")
+    finally:
+        for sock in socks:
+            sock.close()
+    router.wait_for(lambda: router.metric("modelplex_requests_in_flight", model="minilm") == 0,
+                    timeout=60, what="the forwarded requests closed")
+    # The runtime takes embedding jobs in order: once a later request is answered, every earlier job has
+    # been computed or skipped.
+    assert router.post("/v1/embeddings", {"model": "minilm", "input": "still serving"}).status_code == 200
+    after = httpx.get(runtime + "/metrics").text
+    embedded = _sample(after, inputs) - _sample(before, inputs) - 1
+    skipped = _sample(after, cancelled) - _sample(before, cancelled)
+    assert skipped >= 40 and embedded <= 10 * 64, (skipped, embedded)  # of 50 x 64 texts, a few batches ran
+    assert router.metric("modelplex_requests_total", model="minilm", code="499") >= skipped
 
 
 def test_shutdown_leaves_no_runtime(router_factory, tiny_llama_dir: Path) -> None:
