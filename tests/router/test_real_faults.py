@@ -1,4 +1,5 @@
-"""Faults against real runtimes and tiny models (no fake): a runtime frozen with SIGSTOP mid-request, a
+"""Faults against real runtimes and tiny models (no fake): a runtime frozen with SIGSTOP mid-request, one
+whose own /health reports its engine stalled, a
 model whose config.json is corrupt, unload racing reload under 200 held streams, one body limit.
 
 Each router here is started once per module and shared by the tests that need its settings.
@@ -109,6 +110,9 @@ def hung_router(
         {
             "tiny": {"alias": "tiny", "Plain": {"model_id": str(tiny_llama_dir)}},
             "broken": {"alias": "broken", "Plain": {"model_id": str(broken_model)}},
+            # Its engine thread counts as stalled whenever it is busy (a threshold no step can meet).
+            "stuck": {"alias": "stuck", "Plain": {"model_id": str(tiny_llama_dir)},
+                      "engine_args": ["--engine-stall-seconds", "1e-9"]},
         },
         fake=False,
         args=["--stall-timeout-seconds", "120"],
@@ -162,6 +166,25 @@ async def test_a_hung_runtime_is_declared_hung_ended_and_reloaded(hung_router: R
     again = router.post("/v1/chat/completions", {"model": "tiny", **CHAT, "max_tokens": 2})
     assert again.status_code == 200, again.text
     assert _runtime(router).pid != runtime.pid and router.statuses()["tiny"] == "loaded"
+
+
+async def test_a_runtime_that_reports_its_engine_stalled_is_declared_hung_with_its_reason(
+    hung_router: RouterProcess,
+) -> None:
+    """The runtime's own /health says its engine thread makes no progress (503 with the reason): the
+    router's checks carry that reason into the hung error, and the request waiting on it ends at once."""
+    router = hung_router
+    async with httpx.AsyncClient(base_url=router.url, timeout=120) as client:
+        assert (await client.post("/v1/chat/completions", json={"model": "stuck", **CHAT, "max_tokens": 2})
+                ).status_code == 200
+        reply = await client.post("/v1/chat/completions", json={"model": "stuck", **LONG})
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "runtime_unresponsive", reply.text
+    card = next(m for m in router.get("/v1/models").json()["data"] if m["id"] == "stuck")
+    assert card["status"] == "failed", card
+    assert card["error"].startswith("hung: GET /health answered 503: model 'stuck' is unhealthy: the engine "
+                                    "thread"), card
+    assert "has made no progress" in card["error"], card
+    assert router.metric("modelplex_model_unloads_total", model="stuck", reason="hung") == 1
 
 
 async def test_a_model_that_cannot_load_backs_off_with_its_real_cause(hung_router: RouterProcess) -> None:
