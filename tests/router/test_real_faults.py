@@ -1,6 +1,6 @@
 """Faults against real runtimes and tiny models (no fake): a runtime frozen with SIGSTOP mid-request, one
-whose own /health reports its engine stalled, a
-model whose config.json is corrupt, unload racing reload under 200 held streams, one body limit.
+whose own /health reports its engine stalled, a model whose config.json is corrupt, unload racing reload
+under 200 held streams, one body limit, field values only the runtime refuses.
 
 Each router here is started once per module and shared by the tests that need its settings.
 """
