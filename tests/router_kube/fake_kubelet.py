@@ -6,7 +6,8 @@ object (with the Deployment's selector labels) for as long as its process lives.
 answers /ready, the Deployment's status reports a ready replica; scaling to zero marks the pod as
 terminating, stops the process (``slow_stop`` seconds later for a Deployment named there: a runtime
 that takes its time to drain) and then deletes the pod. ``crash`` kills a runtime and reports the
-Deployment failing, as the Deployment controller would for a crash-looping pod.
+Deployment failing, as the Deployment controller would for a crash-looping pod; ``freeze`` stops one
+(SIGSTOP) and ``restart`` does what a failing liveness probe makes the kubelet do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,18 @@ class FakeKubelet:
         self.cluster.objects[self.deployments, self.namespace, name].patch({"status": {"conditions": [
             {"type": "ReplicaFailure", "status": "True", "reason": "CrashLoopBackOff",
              "message": f"pod {self._pod_name(name)}: the runtime crashed (simulated)"}]}})
+
+    def freeze(self, name: str) -> None:
+        """The runtime stops answering (SIGSTOP) while its pod still counts as ready."""
+        self.processes[name].send_signal(signal.SIGSTOP)
+
+    async def restart(self, name: str) -> None:
+        """What a failing liveness probe makes the kubelet do: kill the container and start it again."""
+        proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        self._report(name, 1, 0)
 
     async def _loop(self) -> None:
         while True:

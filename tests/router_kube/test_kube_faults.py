@@ -1,6 +1,6 @@
 """The Kubernetes backend under faults, on the emulated cluster (kmock + the fake kubelet): API errors
-around a load, pods that take their time to go, a crash whose clean-up is slow, a vLLM pod that
-crash-loops."""
+around a load, pods that take their time to go, a crash whose clean-up is slow, a hung pod, a vLLM pod
+that crash-loops."""
 
 from __future__ import annotations
 
@@ -123,6 +123,36 @@ async def test_a_crash_being_cleaned_up_does_not_hold_up_other_models(cluster: A
         metrics = (await client.get("/metrics")).text
         assert 'modelplex_model_unloads_total{engine="transformers",model="other",reason="crash"} 1.0' in metrics
         assert 'modelplex_model_unloads_total{engine="transformers",model="tiny",reason="idle"} 1.0' in metrics
+
+
+async def test_a_hung_pod_is_left_to_its_liveness_probe(cluster: Any, deployed: dict[str, int]) -> None:
+    """A frozen runtime (the fake kubelet's fake runtime, SIGSTOPped): declared hung by the router's health
+    checks, its waiting request gets 503 at once, the Deployment stays scaled up (other replicas of the
+    router may serve it) and, once the kubelet has restarted the container, the next request is served."""
+    backend = backend_for(cluster, deployed)
+    fast_checks = {"health_check_interval_seconds": 0.3, "health_check_timeout_seconds": 0.5,
+                   "health_check_failures": 3}
+    async with (
+        FakeKubelet(cluster, DEPLOYMENTS, NS, deployed, PODS) as kubelet,
+        serving_router(backend, **fast_checks) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as client,
+    ):
+        assert (await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})).status_code == 200
+        kubelet.freeze("demo-tiny")
+        try:
+            reply = await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})
+            assert reply.status_code == 503 and reply.json()["error"]["code"] == "runtime_unresponsive", reply.text
+            assert reply.headers["retry-after"]
+            card = (await client.post("/v1/models/status", json={"model_id": "tiny"})).json()
+            assert card["status"] == "failed" and card["error"].startswith("hung: no answer to GET /health"), card
+            assert replicas(cluster, "demo-tiny") == 1  # not scaled down: left to the liveness probe
+            metrics = (await client.get("/metrics")).text
+            assert 'modelplex_model_unloads_total{engine="transformers",model="tiny",reason="hung"} 1.0' in metrics
+        finally:
+            await kubelet.restart("demo-tiny")
+        resp = await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})
+        assert resp.status_code == 200, resp.text
+        assert kubelet.starts.count("demo-tiny") == 2 and await status_of(client, "tiny") == "loaded"
 
 
 async def _status_is(client: httpx.AsyncClient, model: str, status: str) -> bool:
