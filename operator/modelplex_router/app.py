@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,44 +12,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelplex_router.answer import SafeJSONResponse
+from modelplex_router.apis.routes import add_api_routes, errors_for
 from modelplex_router.auth import KeysFileError, Principal, visible
 from modelplex_router.backend import ModelBackend, Prestarting
 from modelplex_router.coordinator import ModelCoordinator
-from modelplex_router.endpoint import Endpoint
-from modelplex_router.errors import BadRequest, ModelNotFound, RouterError, UpstreamError, error_body
+from modelplex_router.errors import BadRequest, ModelNotFound, RouterError, StatusError
 from modelplex_router.guard import AccessGuard, audit
 from modelplex_router.key_source import KeySource
-from modelplex_router.limits import Admission
 from modelplex_router.metrics import RouterMetrics
+from modelplex_router.pipeline import PassthroughApi, Pipeline
 from modelplex_router.proxy import Forwarder
-from modelplex_router.request_body import (
-    check_json_content_type,
-    check_routing_fields,
-    encode_json,
-    parse_json_object,
-)
+from modelplex_router.request_body import check_json_content_type, parse_json_object
 from modelplex_router.router import CatalogSource, ModelRouter
 from modelplex_router.settings import RouterSettings
 from modelplex_router.upstream import UpstreamClients
 from modelplex_spec import ModelplexConfig, load_config_file
 
-access_log = logging.getLogger("modelplex_router.access")
 log = logging.getLogger("modelplex_router")
 
 # Paths forwarded to the model named in the body, as the runtime serves them.
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize")
-
-
-class SafeJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped: an answer that echoes what a client sent (a model id,
-    a field) renders even when that holds text UTF-8 cannot encode, such as a lone surrogate."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode("ascii")
-
-
-def _error_response(err: RouterError) -> JSONResponse:
-    return SafeJSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
 
 def _json_body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -147,95 +127,34 @@ def create_app(
         coord = router.lookup(model_id)
         return coord if coord is not None and principal.can_use(coord.api_id) else None
 
+    # Errors the handlers do not answer themselves, in the shape of the API the path belongs to.
     @app.exception_handler(RouterError)
-    async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
-        return _error_response(exc)
+    async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
+        return errors_for(request.url.path).response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "invalid_request"
-        return SafeJSONResponse(
-            error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code
-        )
+        err = StatusError(exc.status_code, str(exc.detail), error_type="invalid_request_error", code=code)
+        return errors_for(request.url.path).response(err)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return SafeJSONResponse(
-            error_body(str(exc.errors()), "invalid_request_error", "invalid_request"), status_code=400
-        )
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = StatusError(400, str(exc.errors()), code="invalid_request")
+        return errors_for(request.url.path).response(err)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return SafeJSONResponse(
-            error_body("internal error in the router", "server_error", "internal_error"), status_code=500
-        )
+        err = StatusError(500, "internal error in the router", code="internal_error")
+        return errors_for(request.url.path).response(err)
+
+    pipeline = Pipeline(guard, forwarder, metrics, resolve_for)
+    passthrough = PassthroughApi()
+    app.state.response_store = add_api_routes(app, pipeline, settings)
 
     async def proxy(request: Request) -> Response:
-        path = request.url.path
-        started = time.perf_counter()
-        model_label = "unknown"
-        admission: Admission | None = None
-
-        def finish(code: int) -> None:
-            if admission is not None:
-                admission.release()
-            elapsed = time.perf_counter() - started
-            metrics.requests_total.labels(model=model_label, code=str(code)).inc()
-            metrics.request_duration.labels(model=model_label).observe(elapsed)
-            access_log.info(
-                "%s %s %s %d %.3fs",
-                request.method,
-                path,
-                model_label,
-                code,
-                elapsed,
-                extra={"path": path, "model": model_label, "status": code, "duration_s": round(elapsed, 4)},
-            )
-
-        try:
-            principal = guard.principal(request)
-            check_json_content_type(request.headers.get("content-type"))
-            payload = parse_json_object(body := await guard.read_body(request))
-            check_routing_fields(payload)
-            coord = resolve_for(principal, payload.get("model"))
-            model_label = coord.api_id
-            admission = guard.admit(principal, coord.api_id, payload)
-            # The runtime serves the model under its API id; re-serialise only when the name differs.
-            if payload.get("model") != coord.api_id:
-                payload["model"] = coord.api_id
-                body = encode_json(payload)
-            endpoint = coord.try_acquire()
-            if endpoint is None and payload.get("stream") is True:
-                coord.check_can_wait()  # a 429 (or a back-off's 503) must come before any byte of the stream
-                return forwarder.held_stream(coord, path, body, finish)
-
-            async def serve(endpoint: Endpoint | None) -> Response:
-                if endpoint is None:
-                    endpoint = await coord.acquire()
-                try:
-                    return await forwarder.forward(coord, endpoint, path, body, finish)
-                except UpstreamError as err:
-                    if not err.retryable:
-                        raise
-                    # The runtime died before the monitor noticed: load it again, as for an unloaded model.
-                    endpoint = await coord.acquire()
-                    return await forwarder.forward(coord, endpoint, path, body, finish)
-
-            if payload.get("stream") is True:
-                return await serve(endpoint)  # a stream's response watches for the client itself
-            response = await until_client_leaves(request, serve(endpoint))
-            if response is None:
-                finish(499)
-                return Response(status_code=499)
-            return response
-        except RouterError as err:
-            finish(err.status_code)
-            return _error_response(err)
-        except BaseException:
-            if admission is not None:
-                admission.release()
-            raise
+        return await pipeline.handle(request, passthrough)
 
     for proxied in PROXIED_PATHS:
         # In the schema (for clients and fuzzers) as "a JSON object naming a model"; the runtime
@@ -354,24 +273,3 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
-
-
-async def until_client_leaves(request: Request, work: Coroutine[Any, Any, Response]) -> Response | None:
-    """Run ``work`` (a non-streamed request: waiting for a load, then for the whole answer); None when
-    the client disconnects first. ``work`` is then cancelled, which closes the upstream connection, so
-    the runtime stops generating for nobody."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watch = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    return None if task.cancelled() else task.result()

@@ -114,6 +114,24 @@ class RuntimeUnresponsive(RouterError):
     code = "runtime_unresponsive"
 
 
+class StatusError(RouterError):
+    """An error whose status is only known when it happens (a runtime's answer, a framework error)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.status_code = status
+        self.error_type = error_type or ("invalid_request_error" if status < 500 else "server_error")
+        self.code = code
+
+
 def error_body(
     message: str, error_type: str, code: str | None, param: str | None = None
 ) -> dict[str, Any]:

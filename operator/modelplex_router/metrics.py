@@ -54,12 +54,17 @@ class RouterMetrics:
         self._engines: dict[str, str] = {}
         self._per_model: list[_PerModel] = []
         self.requests_total = self._metric(
-            Counter, "modelplex_requests_total", "Requests answered, by model and HTTP status code.", "code"
+            Counter,
+            "modelplex_requests_total",
+            "Requests answered, by model, HTTP status code and endpoint (the API path).",
+            "code",
+            "endpoint",
         )
         self.request_duration = self._metric(
             Histogram,
             "modelplex_request_duration_seconds",
-            "Time from request to the end of the response (load waits included).",
+            "Time from request to the end of the response (load waits included), by model and endpoint.",
+            "endpoint",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.model_loads_total = self._metric(
@@ -136,6 +141,21 @@ class RouterMetrics:
             registry=self.registry,
         )
         spares.set_function(count)
+
+    def track_response_store(self, count: Callable[[], int], size: Callable[[], int]) -> None:
+        """Export how many Responses API answers are kept, and their size, read at scrape time."""
+        stored = Gauge(
+            "modelplex_responses_stored",
+            "Responses API answers kept in memory (previous_response_id, GET /v1/responses/{id}).",
+            registry=self.registry,
+        )
+        stored.set_function(count)
+        size_bytes = Gauge(
+            "modelplex_responses_stored_bytes",
+            "Size (bytes of JSON) of the Responses API answers kept in memory.",
+            registry=self.registry,
+        )
+        size_bytes.set_function(size)
 
     def set_status(self, model: str, state: ModelState) -> None:
         current = api_status(state)

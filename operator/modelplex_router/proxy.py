@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +12,7 @@ import httpx
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelplex_router.answer import PASSTHROUGH, Answer
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.endpoint import Endpoint
 from modelplex_router.errors import RouterError, RuntimeStalled, UpstreamError
@@ -36,11 +36,6 @@ class RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
-
-
-def sse_event(err: RouterError) -> bytes:
-    """An error as the last event of a stream (the status line has long been sent)."""
-    return b"data: " + json.dumps(err.body()).encode() + b"\n\n"
 
 
 class Forwarder:
@@ -118,32 +113,46 @@ class Forwarder:
         return upstream, content
 
     async def forward(
-        self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes, finish: Finish
+        self,
+        coord: ModelCoordinator,
+        endpoint: Endpoint,
+        path: str,
+        body: bytes,
+        finish: Finish,
+        answer: Answer = PASSTHROUGH,
     ) -> Response:
-        """Forward a request already counted in flight (``coord.acquire``)."""
+        """Forward a request already counted in flight (``coord.acquire``); ``answer`` gives the reply."""
         upstream, content = await self._open(coord, endpoint, path, body)
         if content is not None:
-            finish(upstream.status_code)
+            media_type = upstream.headers.get("content-type", "application/json")
+            status, content, media_type = answer.whole(upstream.status_code, content, media_type)
+            finish(status)
             # A runtime that is full says when to come back (429 + Retry-After): pass that on.
             retry_after = upstream.headers.get("retry-after")
             return Response(
                 content,
-                status_code=upstream.status_code,
-                media_type=upstream.headers.get("content-type", "application/json"),
+                status_code=status,
+                media_type=media_type,
                 headers={"retry-after": retry_after} if retry_after else None,
             )
         return RelayResponse(
-            self._relay(coord, endpoint, upstream, finish),
+            self._relay(coord, endpoint, upstream, finish, answer),
             status_code=upstream.status_code,
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
 
     async def _relay(
-        self, coord: ModelCoordinator, endpoint: Endpoint, upstream: httpx.Response, finish: Finish
+        self,
+        coord: ModelCoordinator,
+        endpoint: Endpoint,
+        upstream: httpx.Response,
+        finish: Finish,
+        answer: Answer,
     ) -> AsyncIterator[bytes]:
         status = upstream.status_code
         chunks = upstream.aiter_raw()
+        stream = answer.stream()
         try:
             while True:
                 try:
@@ -151,7 +160,12 @@ class Forwarder:
                 except StopAsyncIteration:
                     break
                 endpoint.note_activity()
-                yield chunk
+                out = stream.feed(chunk)
+                if out:
+                    yield out
+            out = stream.finish()
+            if out:
+                yield out
         except (httpx.HTTPError, TimeoutError) as exc:
             # The runtime died, cut or stalled the stream: end the client's stream with an error event.
             err = (
@@ -160,46 +174,48 @@ class Forwarder:
                 else self._failure(coord, exc, "mid-stream")
             )
             status = err.status_code
-            yield sse_event(err)
+            yield stream.fail(err)
         except RouterError as err:  # the runtime was declared hung
             status = err.status_code
-            yield sse_event(err)
+            yield stream.fail(err)
         finally:
             coord.release()
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
             finish(status)
 
-    def held_stream(self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish) -> Response:
-        """A streaming request whose model is not loaded: answer at once, send ``: loading`` comments while
-        the model loads, then relay the runtime's stream (or end with an error event)."""
+    def held_stream(
+        self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish, answer: Answer = PASSTHROUGH
+    ) -> Response:
+        """A streaming request whose model is not loaded: answer at once, keep the stream alive while the
+        model loads (``: loading`` comments, or the API's own keep-alive), then relay the runtime's
+        stream (or end with the API's error event)."""
         return RelayResponse(
-            self._held(coord, path, body, finish),
+            self._held(coord, path, body, finish, answer),
             status_code=200,
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
 
     async def _held(
-        self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish
+        self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish, answer: Answer
     ) -> AsyncIterator[bytes]:
         started = time.monotonic()
-        comment = f": loading {coord.api_id} ...\n\n".encode()
         waiter = asyncio.ensure_future(coord.acquire())
         handed_off = False
         try:
-            yield comment
+            yield answer.keepalive(coord.api_id, None)
             while True:
                 done, _ = await asyncio.wait({waiter}, timeout=self._interval)
                 if done:
                     break
-                yield f": loading {coord.api_id} ... {time.monotonic() - started:.0f}s\n\n".encode()
+                yield answer.keepalive(coord.api_id, time.monotonic() - started)
             exc = waiter.exception()
             if exc is not None:
                 err = exc if isinstance(exc, RouterError) else RouterError(str(exc))
                 handed_off = True
                 finish(err.status_code)
-                yield sse_event(err)
+                yield answer.stream().fail(err)
                 return
             endpoint = waiter.result()
             handed_off = True
@@ -208,13 +224,13 @@ class Forwarder:
                 if content is not None:
                     # The runtime refused the request (bad parameters): pass its error on as an event.
                     finish(upstream.status_code)
-                    yield b"data: " + content.strip() + b"\n\n"
+                    yield answer.stream().refused(upstream.status_code, content)
                     return
             except RouterError as err:
                 finish(err.status_code)
-                yield sse_event(err)
+                yield answer.stream().fail(err)
                 return
-            relay = self._relay(coord, endpoint, upstream, finish)
+            relay = self._relay(coord, endpoint, upstream, finish, answer)
             try:
                 async for chunk in relay:
                     yield chunk

@@ -143,6 +143,20 @@ class RouterSettings(BaseSettings):
         description="Client connections open at once; one more gets 503 + Retry-After and is closed. Requests "
         "held for a model load count, so keep it above max_waiting_per_model x models.",
     )
+    responses_store_size: int = Field(
+        default=1000,
+        ge=0,
+        description="Responses API: how many answers are kept (in memory, for previous_response_id and "
+        "GET /v1/responses/{id}); 0 keeps none. Lost on restart, not shared between replicas.",
+    )
+    responses_store_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Responses API: the most memory (bytes of JSON) the kept answers may take; the oldest go first.",
+    )
+    responses_store_ttl_seconds: float = Field(
+        default=3600.0, gt=0, description="Responses API: how long an answer is kept."
+    )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     upstream_lanes: int = Field(

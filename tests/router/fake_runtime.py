@@ -11,6 +11,12 @@ name (``"*"`` for every model):
     tokens             tokens per completion (default 5)
     die_after_tokens   SIGKILL itself after streaming this many tokens
     busy_retry_after   answer chat completions 429 with this Retry-After (a runtime whose queue is full)
+    echo               answer chat completions with the JSON of the messages received
+
+Chat completions honour ``tools`` with ``tool_choice`` "required" or a named function (one call to
+that tool, its arguments made from the tool's parameter schema, streamed in fragments) and
+``response_format`` (a JSON object made from the schema), so the router's API translations can be
+tested end to end; ``stream_options.include_usage`` adds the usage chunk. ``/tokenize`` counts words.
 
 Every start appends ``<served name> <pid>`` to FAKE_RUNTIME_EVENTS, and a client disconnect in the
 middle of a stream (or of a non-streamed chat completion slowed by token_delay) appends
@@ -49,6 +55,29 @@ def _behaviour(name: str) -> dict[str, Any]:
     return {**control.get("*", {}), **control.get(name, {})}
 
 
+def example_of(schema: dict[str, Any]) -> Any:
+    """A value of a (simple) JSON schema: what constrained decoding would give."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        return {key: example_of(sub) for key, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items") or {})]
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True}.get(kind, None)
+
+
+def forced_tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool call a request with tools and tool_choice "required" or a named function gets."""
+    tools, choice = body.get("tools") or [], body.get("tool_choice")
+    if not tools or not (choice == "required" or isinstance(choice, dict)):
+        return None
+    wanted = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+    tool = next(t for t in tools if t["function"]["name"] == wanted)
+    arguments = json.dumps(example_of(tool["function"].get("parameters") or {"type": "object"}))
+    return {"id": "call_fake1", "type": "function", "function": {"name": wanted, "arguments": arguments}}
+
+
 def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
     app = FastAPI()
     started = time.monotonic()
@@ -60,6 +89,7 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
         # The real runtime validates bodies and answers 400; so does the fake (fuzzed bodies reach it).
         message = f"invalid request (fake runtime): {type(exc).__name__}"
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=400)
+
     load_delay = float(behaviour.get("load_delay", 0))
     token_delay = float(behaviour.get("token_delay", 0))
     n_tokens = int(behaviour.get("tokens", 5))
@@ -92,30 +122,50 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    async def stream(kind: str) -> Any:
+    async def stream(kind: str, body: dict[str, Any]) -> Any:
+        call = forced_tool_call(body) if kind == "chat" else None
         try:
-            for i in range(n_tokens):
+            if call:
+                texts: list[str] = []
+            elif body.get("response_format") or behaviour.get("echo"):
+                whole = answer_text(body)
+                texts = [whole[: len(whole) // 2], whole[len(whole) // 2 :]]
+            else:
+                texts = [f"t{i} " for i in range(n_tokens)]
+            for i, piece in enumerate(texts):
                 if die_after is not None and i >= int(die_after):
                     os.kill(os.getpid(), signal.SIGKILL)
                 if token_delay:
                     await asyncio.sleep(token_delay)
+                finish = "stop" if i == len(texts) - 1 else None
                 if kind == "chat":
-                    chunk = {
-                        "id": "c1",
-                        "object": "chat.completion.chunk",
-                        "created": 0,
-                        "model": name,
-                        "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}],
-                    }
+                    choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
+                    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": name}
                 else:
-                    chunk = {
-                        "id": "c1",
-                        "object": "text_completion",
-                        "created": 0,
-                        "model": name,
-                        "choices": [{"index": 0, "text": f"t{i} ", "finish_reason": None}],
-                    }
-                yield f"data: {json.dumps(chunk)}\n\n"
+                    choice = {"index": 0, "text": piece, "finish_reason": finish}
+                    chunk = {"id": "c1", "object": "text_completion", "created": 0, "model": name}
+                yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+            if call:
+                arguments = call["function"]["arguments"]
+                cut = len(arguments) // 2
+                pieces = [
+                    {
+                        "index": 0,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""},
+                    },
+                    {"index": 0, "function": {"arguments": arguments[:cut]}},
+                    {"index": 0, "function": {"arguments": arguments[cut:]}},
+                ]
+                for j, piece in enumerate(pieces):
+                    finish = "tool_calls" if j == len(pieces) - 1 else None
+                    choice = {"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": finish}
+                    yield f"data: {json.dumps({'id': 'c1', 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+            if (body.get("stream_options") or {}).get("include_usage"):
+                completion = 1 if call else len(texts)
+                usage = {"prompt_tokens": 3, "completion_tokens": completion, "total_tokens": 3 + completion}
+                yield f"data: {json.dumps({'id': 'c1', 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
         except asyncio.CancelledError:
             _event(f"disconnect {name}")
@@ -123,6 +173,16 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
 
     def text() -> str:
         return " ".join(f"t{i}" for i in range(n_tokens))
+
+    def answer_text(body: dict[str, Any]) -> str:
+        if behaviour.get("echo"):
+            return json.dumps(body.get("messages"))
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            return json.dumps(example_of(fmt.get("json_schema", {}).get("schema", {})))
+        if fmt.get("type") == "json_object":
+            return json.dumps({"answer": text()})
+        return text()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -133,7 +193,7 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
             busy = {"error": {"message": "the runtime's queue is full", "type": "server_error", "code": "busy"}}
             return JSONResponse(busy, status_code=429, headers={"Retry-After": str(behaviour["busy_retry_after"])})
         if body.get("stream"):
-            return StreamingResponse(stream("chat"), media_type="text/event-stream")
+            return StreamingResponse(stream("chat", body), media_type="text/event-stream")
         if token_delay:
             deadline = time.monotonic() + token_delay * n_tokens
             while time.monotonic() < deadline:
@@ -141,15 +201,18 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
                     _event(f"disconnect {name}")
                     return Response(status_code=499)
                 await asyncio.sleep(min(0.05, token_delay))
+        call = forced_tool_call(body)
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else answer_text(body)}
+        if call:
+            message["tool_calls"] = [call]
+        completion = 1 if call else n_tokens
         return {
             "id": "c1",
             "object": "chat.completion",
             "created": 0,
             "model": name,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text()}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": n_tokens, "total_tokens": 3 + n_tokens},
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": completion, "total_tokens": 3 + completion},
         }
 
     @app.post("/v1/completions")
@@ -158,7 +221,7 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
         if (err := wrong_model(body)) is not None:
             return err
         if body.get("stream"):
-            return StreamingResponse(stream("text"), media_type="text/event-stream")
+            return StreamingResponse(stream("text", body), media_type="text/event-stream")
         return {
             "id": "c1",
             "object": "text_completion",
@@ -186,7 +249,11 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
     @app.post("/tokenize")
     async def tokenize(request: Request) -> Any:
         body = await request.json()
-        return {"tokens": list(range(len(str(body.get("prompt", "")).split())))}
+        words = str(body.get("prompt", body.get("text", ""))).split()
+        for message in body.get("messages") or ():
+            words += [*str(message.get("content") or "").split(), "<turn>"]
+        words += [tool["function"]["name"] for tool in body.get("tools") or ()]
+        return {"tokens": list(range(len(words))), "count": len(words), "max_model_len": 2048}
 
     @app.post("/detokenize")
     async def detokenize(request: Request) -> Any:

@@ -65,12 +65,13 @@ class RouterProcess:
         return {m["id"]: m.get("status", "") for m in self.get("/v1/models").json()["data"]}
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of /metrics (0 when absent)."""
-        for family in text_string_to_metric_families(self.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return sample.value
-        return 0.0
+        """The sum of the samples of /metrics named ``name`` with these labels (0 when absent)."""
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(self.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     def runtime_processes(self) -> list[psutil.Process]:
         """The runtimes this router runs now (its child processes)."""

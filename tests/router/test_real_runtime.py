@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import psutil
@@ -228,3 +229,45 @@ def test_the_example_config_serves_the_readme_calls(
             "model_id": "tiny-chat",
             "status": status,
         }
+
+
+def test_openai_responses_api_against_real_runtimes(seed_router: RouterProcess) -> None:
+    client = openai.OpenAI(base_url=f"{seed_router.url}/v1", api_key="unused", max_retries=0)
+    first = client.responses.create(model="qwen3-4b", input="Hello!", max_output_tokens=4, instructions="Be brief.")
+    assert first.model == "qwen3-4b" and first.status in ("completed", "incomplete")
+    assert first.output[0].type == "message" and 1 <= first.usage.output_tokens <= 4
+    assert first.status == "completed" or first.incomplete_details.reason == "max_output_tokens"
+
+    # (A cut answer ends with response.incomplete: the SDK's stream helper only accepts completed ones.)
+    events = list(client.responses.create(model="llama3-3b", input="Hello!", max_output_tokens=6, stream=True))
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    streamed = events[-1].response
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert streamed.output_text == "".join(deltas) and 1 <= streamed.usage.output_tokens <= 6
+
+    # The follow-up's prompt holds the earlier turn: more input tokens than the same question alone.
+    follow = client.responses.create(
+        model="qwen3-4b", input="And then?", previous_response_id=first.id, max_output_tokens=2
+    )
+    alone = client.responses.create(model="qwen3-4b", input="And then?", max_output_tokens=2, store=False)
+    assert follow.previous_response_id == first.id
+    assert follow.usage.input_tokens > alone.usage.input_tokens
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+
+
+def test_anthropic_messages_api_against_real_runtimes(seed_router: RouterProcess) -> None:
+    client = anthropic.Anthropic(base_url=seed_router.url, api_key="unused", max_retries=0)
+    conversation = [{"role": "user", "content": "Hello!"}]
+    message = client.messages.create(model="llama3-3b", max_tokens=5, system="Be brief.", messages=conversation)
+    assert message.model == "llama3-3b" and message.content[0].type == "text"
+    assert message.stop_reason in ("end_turn", "max_tokens") and 1 <= message.usage.output_tokens <= 5
+
+    with client.messages.stream(model="Qwen/Qwen3-4B", max_tokens=6, messages=conversation) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.model == "qwen3-4b" and final.content[0].text == text
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens <= 6
+
+    # count_tokens renders the same prompt the model is given: it matches the answer's input tokens.
+    counted = client.messages.count_tokens(model="llama3-3b", system="Be brief.", messages=conversation)
+    assert counted.input_tokens == message.usage.input_tokens
