@@ -21,9 +21,16 @@ from modelplex.errors import (
     ServiceUnavailableError,
 )
 from modelplex.sdk.async_client import AsyncClient
-from modelplex.sdk.calls import chunk_text
 from modelplex.sdk.client import Client
-from modelplex.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
+from modelplex.sdk.streams import chunk_text
+from modelplex.sdk.types import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+    MessageRequest,
+    ResponseRequest,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -37,11 +44,13 @@ __all__ = [
     "EmbeddingRequest",
     "InternalServerError",
     "InvalidResponseError",
+    "MessageRequest",
     "ModelLoadFailedError",
     "ModelLoadingError",
     "ModelNotFoundError",
     "ModelplexError",
     "RateLimitError",
+    "ResponseRequest",
     "ServiceUnavailableError",
     "chunk_text",
 ]

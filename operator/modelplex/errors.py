@@ -164,3 +164,25 @@ def error_from_stream_chunk(chunk: Mapping[str, Any]) -> ModelplexError:
     if common["code"] in _LOAD_FAILED_CODES:
         return ModelLoadFailedError(message, **common)
     return ModelplexError(message, **common)
+
+
+# The error kinds a failed Responses or Messages stream names (OpenAI's codes, Anthropic's types).
+_STREAM_FAILURES: dict[str, type[ModelplexError]] = {
+    "rate_limit_exceeded": RateLimitError,
+    "rate_limit_error": RateLimitError,
+    "overloaded_error": ServiceUnavailableError,
+    "not_found_error": ModelNotFoundError,
+    "invalid_request_error": BadRequestError,
+    "request_too_large": BadRequestError,
+    "authentication_error": AuthenticationError,
+    "permission_error": AuthenticationError,
+    **{code: ModelLoadFailedError for code in _LOAD_FAILED_CODES},
+}
+
+
+def error_from_stream_failure(message: str, kind: Any, body: Any) -> ModelplexError:
+    """The error for a Responses ``response.failed`` / ``error`` event or a Messages ``error`` event;
+    ``kind`` is the code or type it names (anything else is a server error)."""
+    name = None if kind is None else str(kind)
+    cls = _STREAM_FAILURES.get(name or "", InternalServerError)
+    return cls(message, type=name, code=name, body=body)

@@ -99,6 +99,50 @@ def test_async_client(live_router: RouterProcess) -> None:
     assert ("emb", "loaded") in statuses
 
 
+def test_responses_and_messages_apis(live_router: RouterProcess) -> None:
+    with Client(live_router.url) as client:
+        response = client.create_response({"input": "hi", "max_output_tokens": 8}, model_id="a")
+        assert response["object"] == "response" and response["model"] == "a"
+        assert response["output"][0]["content"][0]["text"] == FAKE_TEXT
+        events = list(client.stream_response({"input": "hi"}))
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+        assert "".join(chunk_text(e) for e in events).split() == FAKE_TEXT.split()
+        kept = events[-1]["response"]["id"]
+        assert client.get_response(kept)["output"] == events[-1]["response"]["output"]
+        client.delete_response(kept)
+        with pytest.raises(modelplex.ModelNotFoundError, match="not found"):
+            client.get_response(kept)
+
+        request = {"max_tokens": 8, "messages": HI["messages"]}
+        message = client.create_message(request, model_id="a")
+        assert message["type"] == "message" and message["content"][0]["text"] == FAKE_TEXT
+        events = list(client.stream_message(request))
+        assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+        assert "".join(chunk_text(e) for e in events).split() == FAKE_TEXT.split()
+        assert client.count_message_tokens({"messages": [{"role": "user", "content": "one two"}]}) == 3
+
+        # Errors keep their types; inside a stream, the API's failure event raises.
+        with pytest.raises(modelplex.ModelLoadFailedError, match="CUDA out of memory"):
+            client.create_response({"input": "hi"}, model_id="bad")
+        with pytest.raises(modelplex.InternalServerError, match="CUDA out of memory"):
+            list(client.stream_response({"input": "hi"}, model_id="bad"))
+        with pytest.raises(modelplex.ServiceUnavailableError, match="CUDA out of memory") as overloaded:
+            list(client.stream_message(request, model_id="bad"))
+        assert overloaded.value.type == "overloaded_error"
+        with pytest.raises(modelplex.BadRequestError, match="max_tokens"):
+            client.create_message({"messages": HI["messages"]}, model_id="a")
+        with pytest.raises(modelplex.ModelNotFoundError):
+            client.create_message(request, model_id="nope")
+
+    async def scenario() -> tuple[str, int]:
+        async with AsyncClient(live_router.url) as client:
+            text = "".join([chunk_text(e) async for e in client.stream_message(request, "org/b")])
+            return text, await client.count_message_tokens({"messages": HI["messages"]}, "org/b")
+
+    text, tokens = asyncio.run(scenario())
+    assert text.split() == FAKE_TEXT.split() and tokens == 2
+
+
 def test_real_runtime_tokenize_and_stream_parity(tmp_path: Path, tiny_llama_dir: Path) -> None:
     process = start_router(
         tmp_path / "router",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pydantic
 import pytest
 
 import modelplex
-from modelplex.sdk import calls
+from modelplex.sdk import calls, streams
 
 
 @pytest.mark.parametrize(
@@ -97,18 +99,70 @@ def test_unexpected_answers_raise_invalid_response(body: object) -> None:
 
 
 def test_stream_data_parsing() -> None:
-    assert calls.is_stream_end("[DONE]")
-    assert not calls.is_stream_end('{"choices": []}')
-    assert calls.stream_chunks('{"choices": []}') == [{"choices": []}]
-    assert calls.stream_chunks("") == []
+    assert streams.is_stream_end("[DONE]")
+    assert not streams.is_stream_end('{"choices": []}')
+    assert streams.stream_chunks('{"choices": []}') == [{"choices": []}]
+    assert streams.stream_chunks("") == []
     with pytest.raises(modelplex.InvalidResponseError):
-        calls.stream_chunks("not json")
+        streams.stream_chunks("not json")
     with pytest.raises(modelplex.ModelplexError, match="boom"):
-        calls.stream_chunks('{"error": {"message": "boom"}}')
+        streams.stream_chunks('{"error": {"message": "boom"}}')
 
 
 def test_chunk_text_reads_chat_and_completion_chunks() -> None:
-    assert calls.chunk_text({"choices": [{"delta": {"content": "Hel"}}]}) == "Hel"
-    assert calls.chunk_text({"choices": [{"delta": {"role": "assistant"}}]}) == ""
-    assert calls.chunk_text({"choices": [{"text": "lo"}]}) == "lo"
-    assert calls.chunk_text({"choices": [], "usage": {"total_tokens": 3}}) == ""
+    assert streams.chunk_text({"choices": [{"delta": {"content": "Hel"}}]}) == "Hel"
+    assert streams.chunk_text({"choices": [{"delta": {"role": "assistant"}}]}) == ""
+    assert streams.chunk_text({"choices": [{"text": "lo"}]}) == "lo"
+    assert streams.chunk_text({"choices": [], "usage": {"total_tokens": 3}}) == ""
+
+
+def test_responses_and_messages_calls() -> None:
+    assert calls.create_response({"input": "x", "stream": True}, "m").body == {"input": "x", "model": "m"}
+    assert calls.stream_response({"input": "x"}).body == {"input": "x", "stream": True}
+    assert calls.get_response("resp_1").path == "/v1/responses/resp_1"
+    assert calls.delete_response("resp_1").method == "DELETE"
+    with pytest.raises(ValueError, match="not a response id"):
+        calls.get_response("../v1/models")
+    assert calls.create_message({"max_tokens": 4, "messages": []}).path == "/v1/messages"
+    assert calls.stream_message({"messages": []}).read is streams.read_message_event
+    count = calls.count_message_tokens({"messages": []}, "m")
+    assert (count.path, count.body, count.parse({"input_tokens": 7})) == (
+        "/v1/messages/count_tokens",
+        {"messages": [], "model": "m"},
+        7,
+    )
+    with pytest.raises(modelplex.InvalidResponseError):
+        calls.delete_response("r").parse({"deleted": False})
+
+
+def test_responses_and_messages_stream_readers() -> None:
+    delta = {"type": "response.output_text.delta", "delta": "Hi"}
+    assert streams.read_response_event("response.output_text.delta", json.dumps(delta)) == ([delta], False)
+    done = {"type": "response.incomplete", "response": {}}
+    assert streams.read_response_event("", json.dumps(done)) == ([done], True)
+    failed = {
+        "type": "response.failed",
+        "response": {"error": {"code": "rate_limit_exceeded", "message": "slow"}},
+    }
+    with pytest.raises(modelplex.RateLimitError, match="slow"):
+        streams.read_response_event("response.failed", json.dumps(failed))
+    with pytest.raises(modelplex.InternalServerError, match="boom"):
+        streams.read_response_event("error", json.dumps({"type": "error", "code": None, "message": "boom"}))
+
+    assert streams.read_message_event("ping", '{"type": "ping"}') == ([], False)
+    stop = {"type": "message_stop"}
+    assert streams.read_message_event("message_stop", json.dumps(stop)) == ([stop], True)
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "loading"}}
+    with pytest.raises(modelplex.ServiceUnavailableError, match="loading"):
+        streams.read_message_event("error", json.dumps(error))
+    assert (
+        streams.chunk_text({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "a"}})
+        == "a"
+    )
+    assert (
+        streams.chunk_text(
+            {"type": "content_block_delta", "delta": {"type": "input_json_delta", "partial_json": "{"}}
+        )
+        == ""
+    )
+    assert streams.chunk_text(delta) == "Hi"

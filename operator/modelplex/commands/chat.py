@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from modelplex.errors import ModelplexError, RateLimitError, ServiceUnavailableError
-from modelplex.sdk.calls import DEFAULT_BASE_URL, DEFAULT_MODEL_ID, chunk_text
+from modelplex.sdk.calls import DEFAULT_BASE_URL, DEFAULT_MODEL_ID
 from modelplex.sdk.client import Client
+from modelplex.sdk.streams import chunk_text
 
 HELP = "/exit quits, /reset forgets the conversation, /model NAME switches model (/model alone shows it)"
 

@@ -67,10 +67,11 @@ class AsyncClient:
                     raise error_from_response(response.status_code, response.headers, text)
                 check_event_stream(call.path, response.status_code, response.headers)
                 async for event in EventSource(response).aiter_sse():
-                    if calls.is_stream_end(event.data):
-                        return
-                    for chunk in calls.stream_chunks(event.data):
+                    chunks, done = call.read(event.event, event.data)
+                    for chunk in chunks:
                         yield chunk
+                    if done:
+                        return
         raise stream_cut_error(call.path)
 
     async def list_models(self) -> list[str]:
@@ -126,3 +127,24 @@ class AsyncClient:
         self, tokens: list[int], skip_special_tokens: bool = True, model_id: str | None = None
     ) -> str:
         return await self._call(calls.detokenize(tokens, skip_special_tokens, model_id))
+
+    async def create_response(self, request: Any, model_id: str | None = None) -> dict[str, Any]:
+        return await self._call(calls.create_response(request, model_id))
+
+    def stream_response(self, request: Any, model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._stream(calls.stream_response(request, model_id))
+
+    async def get_response(self, response_id: str) -> dict[str, Any]:
+        return await self._call(calls.get_response(response_id))
+
+    async def delete_response(self, response_id: str) -> None:
+        await self._call(calls.delete_response(response_id))
+
+    async def create_message(self, request: Any, model_id: str | None = None) -> dict[str, Any]:
+        return await self._call(calls.create_message(request, model_id))
+
+    def stream_message(self, request: Any, model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._stream(calls.stream_message(request, model_id))
+
+    async def count_message_tokens(self, request: Any, model_id: str | None = None) -> int:
+        return await self._call(calls.count_message_tokens(request, model_id))

@@ -11,19 +11,15 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
-from modelplex.errors import (
-    InvalidResponseError,
-    ModelLoadFailedError,
-    ModelNotFoundError,
-    error_from_stream_chunk,
-)
+from modelplex.errors import InvalidResponseError, ModelLoadFailedError, ModelNotFoundError
+from modelplex.sdk.streams import StreamReader, read_chat_event, read_message_event, read_response_event
 
 T = TypeVar("T")
 
 DEFAULT_MODEL_ID = "default"
 DEFAULT_BASE_URL = "http://127.0.0.1:1234"
-STREAM_DONE = "[DONE]"
 
 # Model statuses (mistral.rs's vocabulary plus ``failed``).
 STATUS_LOADED = "loaded"
@@ -43,10 +39,11 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True)
 class StreamCall:
-    """A streaming (SSE) POST; each ``data:`` event is read with ``stream_chunks`` until ``is_stream_end``."""
+    """A streaming (SSE) POST; ``read`` turns each event into chunks until it says the stream is done."""
 
     path: str
     body: dict[str, Any] = field(default_factory=dict)
+    read: StreamReader = read_chat_event
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -228,34 +225,51 @@ def detokenize(tokens: list[int], skip_special_tokens: bool = True, model_id: st
     return Call("POST", "/detokenize", _text, body)
 
 
-def is_stream_end(data: str) -> bool:
-    return data.strip() == STREAM_DONE
+# -- the Responses and Messages APIs -----------------------------------------------------------------
 
 
-def stream_chunks(data: str) -> list[dict[str, Any]]:
-    """The chunk in one SSE ``data:`` payload (none for an empty one); an ``error`` event raises."""
-    if not data:
-        return []
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        raise InvalidResponseError(f"the stream sent something that is not JSON: {data[:200]!r}") from None
-    if not isinstance(chunk, dict):
-        raise InvalidResponseError(f"the stream sent something that is not a JSON object: {data[:200]!r}")
-    if "error" in chunk:
-        raise error_from_stream_chunk(chunk)
-    return [chunk]
+def create_response(request: Any, model_id: str | None = None) -> Call[dict[str, Any]]:
+    return _completion("/v1/responses", request, model_id)
 
 
-def chunk_text(chunk: Mapping[str, Any]) -> str:
-    """The text a chat or completion chunk adds (empty for role-only, usage or finish chunks)."""
-    parts: list[str] = []
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, Mapping):
-            continue
-        delta = choice.get("delta")
-        if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
-            parts.append(delta["content"])
-        elif isinstance(choice.get("text"), str):
-            parts.append(choice["text"])
-    return "".join(parts)
+def stream_response(request: Any, model_id: str | None = None) -> StreamCall:
+    body = request_body(request, model_id)
+    body["stream"] = True
+    return StreamCall("/v1/responses", body, read_response_event)
+
+
+def get_response(response_id: str) -> Call[dict[str, Any]]:
+    return Call("GET", f"/v1/responses/{_path_segment(response_id)}", _json_object)
+
+
+def delete_response(response_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/responses/{_path_segment(response_id)}", _deleted)
+
+
+def create_message(request: Any, model_id: str | None = None) -> Call[dict[str, Any]]:
+    return _completion("/v1/messages", request, model_id)
+
+
+def stream_message(request: Any, model_id: str | None = None) -> StreamCall:
+    body = request_body(request, model_id)
+    body["stream"] = True
+    return StreamCall("/v1/messages", body, read_message_event)
+
+
+def count_message_tokens(request: Any, model_id: str | None = None) -> Call[int]:
+    return Call("POST", "/v1/messages/count_tokens", _input_tokens, request_body(request, model_id))
+
+
+def _path_segment(value: str) -> str:
+    if not value or "/" in value or value in (".", ".."):
+        raise ValueError(f"not a response id: {value!r}")
+    return quote(value, safe="")
+
+
+def _deleted(body: Any) -> None:
+    if _expect(body, "deleted", bool) is not True:
+        raise InvalidResponseError(f"the response was not deleted: {json.dumps(body)[:200]}", body=body)
+
+
+def _input_tokens(body: Any) -> int:
+    return _expect(body, "input_tokens", int)

@@ -69,9 +69,10 @@ class Client:
                 raise error_from_response(response.status_code, response.headers, response.read().decode())
             check_event_stream(call.path, response.status_code, response.headers)
             for event in EventSource(response).iter_sse():
-                if calls.is_stream_end(event.data):
+                chunks, done = call.read(event.event, event.data)
+                yield from chunks
+                if done:
                     return
-                yield from calls.stream_chunks(event.data)
         raise stream_cut_error(call.path)
 
     def list_models(self) -> list[str]:
@@ -135,3 +136,33 @@ class Client:
         self, tokens: list[int], skip_special_tokens: bool = True, model_id: str | None = None
     ) -> str:
         return self._call(calls.detokenize(tokens, skip_special_tokens, model_id))
+
+    # -- the Responses and Messages APIs (any model behind the router, whatever its engine) ----------
+
+    def create_response(self, request: Any, model_id: str | None = None) -> dict[str, Any]:
+        """OpenAI's Responses API (``{"input": ..., ...}``): the Response object as a dict."""
+        return self._call(calls.create_response(request, model_id))
+
+    def stream_response(self, request: Any, model_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """The Responses API's events up to ``response.completed`` (or ``.incomplete``); a
+        ``response.failed`` event raises its typed error."""
+        return self._stream(calls.stream_response(request, model_id))
+
+    def get_response(self, response_id: str) -> dict[str, Any]:
+        """A response the router still keeps (created with this key); ModelNotFoundError otherwise."""
+        return self._call(calls.get_response(response_id))
+
+    def delete_response(self, response_id: str) -> None:
+        self._call(calls.delete_response(response_id))
+
+    def create_message(self, request: Any, model_id: str | None = None) -> dict[str, Any]:
+        """Anthropic's Messages API (``{"max_tokens": ..., "messages": [...]}``): the Message as a dict."""
+        return self._call(calls.create_message(request, model_id))
+
+    def stream_message(self, request: Any, model_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """The Messages API's events up to ``message_stop`` (pings skipped); an ``error`` event raises."""
+        return self._stream(calls.stream_message(request, model_id))
+
+    def count_message_tokens(self, request: Any, model_id: str | None = None) -> int:
+        """The input tokens of a Messages request (its messages, system prompt and tools)."""
+        return self._call(calls.count_message_tokens(request, model_id))

@@ -46,7 +46,7 @@ def check_event_stream(path: str, status_code: int, headers: Mapping[str, str]) 
 
 
 def stream_cut_error(path: str) -> APIConnectionError:
-    return APIConnectionError(f"the stream from POST {path} ended before [DONE]; the answer is incomplete")
+    return APIConnectionError(f"the stream from POST {path} ended before its last event; the answer is incomplete")
 
 
 @contextmanager

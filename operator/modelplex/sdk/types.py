@@ -51,3 +51,38 @@ class EmbeddingRequest(TypedDict, total=False):
     model: str
     encoding_format: str
     dimensions: int
+
+
+class ResponseRequest(TypedDict, total=False):
+    """OpenAI's Responses API request (``Client.create_response``)."""
+
+    input: Required[str | list[dict[str, Any]]]
+    model: str
+    instructions: str
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    parallel_tool_calls: bool
+    text: dict[str, Any]
+    max_output_tokens: int
+    temperature: float
+    top_p: float
+    store: bool
+    previous_response_id: str
+    metadata: dict[str, str]
+
+
+class MessageRequest(TypedDict, total=False):
+    """Anthropic's Messages API request (``Client.create_message``; ``count_message_tokens`` takes the
+    same without ``max_tokens``)."""
+
+    messages: Required[list[dict[str, Any]]]
+    max_tokens: int
+    model: str
+    system: str | list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    tool_choice: dict[str, Any]
+    stop_sequences: list[str]
+    temperature: float
+    top_p: float
+    top_k: int
+    metadata: dict[str, Any]
