@@ -21,6 +21,19 @@ def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dic
     }
 
 
+def chat_completion(message: dict[str, Any], finish: str = "stop", **choice: Any) -> bytes:
+    """A whole (non-streamed) chat completion as a runtime answers it."""
+    body = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "tiny",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, **choice}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10},
+    }
+    return json.dumps(body).encode()
+
+
 def sse(payloads: list[dict[str, Any] | str]) -> bytes:
     out = []
     for payload in payloads:

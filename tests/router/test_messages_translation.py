@@ -14,13 +14,17 @@ from modelplex_router.apis.messages import MessagesAnswer, TokenCountAnswer
 from modelplex_router.apis.messages_object import ANTHROPIC_ERRORS, error_type
 from modelplex_router.apis.messages_stream import MessagesStream
 from modelplex_router.errors import BadRequest, LoadWaitTimeout, RateLimited, UpstreamError
-from router.chat_streams import chat_stream, events, normalized, splits, translate
+from router.chat_streams import chat_completion, chat_stream, events, normalized, splits, translate
 
 STREAM_EVENT = TypeAdapter(RawMessageStreamEvent)
 WEATHER = {
     "name": "weather",
     "description": "Weather now",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+CHAT_WEATHER = {
+    "type": "function",
+    "function": {"name": "weather", "parameters": WEATHER["input_schema"], "description": "Weather now"},
 }
 HELLO = {"model": "tiny", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}
 
@@ -114,16 +118,7 @@ def test_system_blocks_tool_round_trip_and_sampling() -> None:
         "top_p": 0.8,
         "top_k": 40,
         "stop": ["END"],
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "weather",
-                    "parameters": WEATHER["input_schema"],
-                    "description": "Weather now",
-                },
-            }
-        ],
+        "tools": [CHAT_WEATHER],
         "tool_choice": "required",
         "parallel_tool_calls": False,
         "stream": True,
@@ -166,16 +161,7 @@ def test_tool_choices_structured_output_and_token_counts() -> None:
         "model": "tiny",
         "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}],
         "add_generation_prompt": True,
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "weather",
-                    "parameters": WEATHER["input_schema"],
-                    "description": "Weather now",
-                },
-            }
-        ],
+        "tools": [CHAT_WEATHER],
     }
 
 
@@ -243,19 +229,6 @@ def test_errors_have_anthropics_shape_and_type_for_each_status() -> None:
 # -- whole answers ----------------------------------------------------------------------------------
 
 
-def _chat_completion(message: dict[str, Any], finish: str = "stop", **choice: Any) -> bytes:
-    return json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "tiny",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, **choice}],
-            "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10},
-        }
-    ).encode()
-
-
 def test_a_whole_answer_is_a_message_the_sdk_accepts() -> None:
     call = {
         "id": "call_1",
@@ -264,7 +237,7 @@ def test_a_whole_answer_is_a_message_the_sdk_accepts() -> None:
     }
     status, content, _ = MessagesAnswer("tiny", None).whole(
         200,
-        _chat_completion(
+        chat_completion(
             {"role": "assistant", "content": "Let me check.", "tool_calls": [call]}, "tool_calls"
         ),
         "",
@@ -290,7 +263,7 @@ def test_stop_reasons(
     finish: str, extra: dict[str, Any], stops: list[str] | None, reason: str, sequence: str | None
 ) -> None:
     _, content, _ = MessagesAnswer("tiny", stops).whole(
-        200, _chat_completion({"role": "assistant", "content": "x"}, finish, **extra), ""
+        200, chat_completion({"role": "assistant", "content": "x"}, finish, **extra), ""
     )
     message = Message.model_validate(json.loads(content))
     assert (message.stop_reason, message.stop_sequence) == (reason, sequence)
@@ -307,7 +280,7 @@ def test_runtime_errors_and_bad_tool_arguments_come_back_in_anthropics_shape() -
     }
     call = {"id": "c", "type": "function", "function": {"name": "weather", "arguments": "[1, 2]"}}
     status, content, _ = answer.whole(
-        200, _chat_completion({"role": "assistant", "content": None, "tool_calls": [call]}), ""
+        200, chat_completion({"role": "assistant", "content": None, "tool_calls": [call]}), ""
     )
     assert status == 502 and "not a JSON object" in json.loads(content)["error"]["message"]
 

@@ -233,14 +233,21 @@ def test_the_example_config_serves_the_readme_calls(
 
 def test_openai_responses_api_against_real_runtimes(seed_router: RouterProcess) -> None:
     client = openai.OpenAI(base_url=f"{seed_router.url}/v1", api_key="unused", max_retries=0)
-    first = client.responses.create(model="qwen3-4b", input="Hello!", max_output_tokens=4, instructions="Be brief.")
+    first = client.responses.create(
+        model="qwen3-4b", input="Hello!", max_output_tokens=4, instructions="Be brief."
+    )
     assert first.model == "qwen3-4b" and first.status in ("completed", "incomplete")
     assert first.output[0].type == "message" and 1 <= first.usage.output_tokens <= 4
     assert first.status == "completed" or first.incomplete_details.reason == "max_output_tokens"
 
     # (A cut answer ends with response.incomplete: the SDK's stream helper only accepts completed ones.)
-    events = list(client.responses.create(model="llama3-3b", input="Hello!", max_output_tokens=6, stream=True))
-    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    events = list(
+        client.responses.create(model="llama3-3b", input="Hello!", max_output_tokens=6, stream=True)
+    )
+    assert events[0].type == "response.created" and events[-1].type in (
+        "response.completed",
+        "response.incomplete",
+    )
     streamed = events[-1].response
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert streamed.output_text == "".join(deltas) and 1 <= streamed.usage.output_tokens <= 6
@@ -258,7 +265,9 @@ def test_openai_responses_api_against_real_runtimes(seed_router: RouterProcess) 
 def test_anthropic_messages_api_against_real_runtimes(seed_router: RouterProcess) -> None:
     client = anthropic.Anthropic(base_url=seed_router.url, api_key="unused", max_retries=0)
     conversation = [{"role": "user", "content": "Hello!"}]
-    message = client.messages.create(model="llama3-3b", max_tokens=5, system="Be brief.", messages=conversation)
+    message = client.messages.create(
+        model="llama3-3b", max_tokens=5, system="Be brief.", messages=conversation
+    )
     assert message.model == "llama3-3b" and message.content[0].type == "text"
     assert message.stop_reason in ("end_turn", "max_tokens") and 1 <= message.usage.output_tokens <= 5
 

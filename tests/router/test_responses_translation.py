@@ -15,7 +15,7 @@ from modelplex_router.apis.responses import ResponsesAnswer
 from modelplex_router.apis.responses_object import ResponseFrame
 from modelplex_router.apis.responses_stream import ResponsesStream
 from modelplex_router.errors import BadRequest, LoadFailed
-from router.chat_streams import chat_stream, events, normalized, splits, translate
+from router.chat_streams import chat_completion, chat_stream, events, normalized, splits, translate
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -27,7 +27,9 @@ WEATHER = {
 
 def _frame(request: dict[str, Any], store: ResponseStore | None = None) -> ResponseFrame:
     req = rr.parse_request(request)
-    return ResponseFrame(req, "tiny", rr.input_messages(req.input), store, b"owner", clock=lambda: 1_700_000_000)
+    return ResponseFrame(
+        req, "tiny", rr.input_messages(req.input), store, b"owner", clock=lambda: 1_700_000_000
+    )
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -189,19 +191,6 @@ def test_what_cannot_be_served_is_refused_by_name(request_: dict[str, Any], name
 # -- whole answers ----------------------------------------------------------------------------------
 
 
-def _chat_completion(message: dict[str, Any], finish: str = "stop") -> bytes:
-    return json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "tiny",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10},
-        }
-    ).encode()
-
-
 def test_a_whole_answer_is_a_response_the_sdk_accepts_and_is_stored() -> None:
     store = ResponseStore(10, 1 << 20, 60)
     frame = _frame({"input": "Weather?", "tools": [WEATHER], "metadata": {"k": "v"}}, store)
@@ -212,7 +201,7 @@ def test_a_whole_answer_is_a_response_the_sdk_accepts_and_is_stored() -> None:
     }
     status, content, _ = ResponsesAnswer(frame).whole(
         200,
-        _chat_completion({"role": "assistant", "content": "Let me see.", "tool_calls": [call]}, "tool_calls"),
+        chat_completion({"role": "assistant", "content": "Let me see.", "tool_calls": [call]}, "tool_calls"),
         "application/json",
     )
     assert status == 200
@@ -242,7 +231,7 @@ def test_a_whole_answer_is_a_response_the_sdk_accepts_and_is_stored() -> None:
 
 def test_a_length_cut_answer_is_incomplete_and_runtime_errors_keep_their_status() -> None:
     answer = ResponsesAnswer(_frame({"input": "x", "max_output_tokens": 6, "store": False}))
-    _, content, _ = answer.whole(200, _chat_completion({"role": "assistant", "content": "abc"}, "length"), "")
+    _, content, _ = answer.whole(200, chat_completion({"role": "assistant", "content": "abc"}, "length"), "")
     response = Response.model_validate(json.loads(content))
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
     assert response.output[0].status == "incomplete" and json.loads(content)["store"] is False

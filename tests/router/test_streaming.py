@@ -159,7 +159,8 @@ def test_a_client_leaving_while_its_model_loads_frees_its_place(router_factory) 
     with router.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
         client.post("/v1/chat/completions", json={**CHAT, "stream": False, "model": "alpha"})
     router.wait_for(
-        lambda: router.metric("modelplex_requests_total", model="alpha", code="499") == 1, what="a 499 counted"
+        lambda: router.metric("modelplex_requests_total", model="alpha", code="499") == 1,
+        what="a 499 counted",
     )
     assert router.metric("modelplex_requests_waiting", model="alpha") == 0
     # The load it started goes on, and the next request is served.

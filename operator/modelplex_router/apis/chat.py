@@ -49,6 +49,21 @@ class UpstreamAnswerError(StatusError):
         super().__init__(status, message, error_type=error_type, code=code)
 
 
+def chat_payload(
+    model: str | None, messages: list[dict[str, Any]], stream: bool, **fields: Any
+) -> dict[str, Any]:
+    """A chat completion body: the fields that are set, and the usage chunk when it is streamed (the
+    translated APIs report usage at the end of their streams)."""
+    payload: dict[str, Any] = {"messages": messages}
+    if model is not None:
+        payload["model"] = model
+    payload.update((name, value) for name, value in fields.items() if value is not None)
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
 def upstream_error(status: int, content: bytes) -> UpstreamAnswerError:
     """The runtime's error body (OpenAI-shaped, or anything else) as an error with its status."""
     try:
@@ -148,6 +163,28 @@ class _PendingCall:
     name: str | None = None
     arguments: list[str] = field(default_factory=list)
     started: bool = False
+
+
+class ChatStreamTranslator:
+    """A ``StreamTranslator`` over a ``ChatStreamReader``: an API's stream turns the pieces into its events."""
+
+    def __init__(self) -> None:
+        self.reader = ChatStreamReader()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._events(self.reader.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._events(self.reader.finish())
+
+    def fail(self, err: RouterError) -> bytes:
+        return self._events(self.reader.fail(err))
+
+    def refused(self, status: int, content: bytes) -> bytes:
+        return self._events(self.reader.fail(upstream_error(status, content)))
+
+    def _events(self, pieces: list[Piece]) -> bytes:
+        raise NotImplementedError
 
 
 class ChatStreamReader:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelplex_router.apis import schema
+from modelplex_router.apis.chat import chat_payload
 from modelplex_router.apis.responses_request import chat_content
 from modelplex_router.errors import BadRequest
 
@@ -294,43 +295,34 @@ def chat_tools(req: _Conversation) -> list[dict[str, Any]]:
     return tools
 
 
+def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
+    if isinstance(choice, ToolChoiceTool):
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type] if choice is not None else None
+
+
 def chat_request(req: MessagesRequest) -> dict[str, Any]:
-    payload: dict[str, Any] = {"messages": chat_messages(req), "max_tokens": req.max_tokens}
-    if req.model is not None:
-        payload["model"] = req.model
-    for name in ("temperature", "top_p", "top_k"):
-        if getattr(req, name) is not None:
-            payload[name] = getattr(req, name)
-    if req.stop_sequences:
-        payload["stop"] = req.stop_sequences
-    tools = chat_tools(req)
-    if tools:
-        payload["tools"] = tools
-    choice = req.tool_choice
-    if isinstance(choice, ToolChoiceAuto | ToolChoiceAny | ToolChoiceNone):
-        payload["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[choice.type]
-    elif isinstance(choice, ToolChoiceTool):
-        payload["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
-    if getattr(choice, "disable_parallel_tool_use", None):
-        payload["parallel_tool_calls"] = False
     fmt = req.output_config.format if req.output_config else None
-    if fmt is not None:
-        payload["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "output", "schema": fmt.schema_},
-        }
-    if req.stream:
-        payload["stream"] = True
-        payload["stream_options"] = {"include_usage": True}
-    return payload
+    return chat_payload(
+        req.model,
+        chat_messages(req),
+        bool(req.stream),
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        stop=req.stop_sequences or None,
+        tools=chat_tools(req) or None,
+        tool_choice=_tool_choice(req.tool_choice),
+        parallel_tool_calls=False if getattr(req.tool_choice, "disable_parallel_tool_use", None) else None,
+        response_format={"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
+        if fmt is not None
+        else None,
+    )
 
 
 def tokenize_request(req: CountTokensRequest) -> dict[str, Any]:
     """The runtime's ``/tokenize`` body that renders these messages (and tools) as a prompt."""
-    payload: dict[str, Any] = {"messages": chat_messages(req), "add_generation_prompt": True}
-    if req.model is not None:
-        payload["model"] = req.model
-    tools = chat_tools(req)
-    if tools:
-        payload["tools"] = tools
-    return payload
+    return chat_payload(
+        req.model, chat_messages(req), False, tools=chat_tools(req) or None, add_generation_prompt=True
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 from modelplex_router.apis import sse
 from modelplex_router.apis.chat import (
-    ChatStreamReader,
+    ChatStreamTranslator,
     Piece,
     StreamEnd,
     StreamFailure,
@@ -23,36 +23,21 @@ from modelplex_router.apis.chat import (
     ToolCallArguments,
     ToolCallStart,
     new_id,
-    upstream_error,
 )
 from modelplex_router.apis.messages_object import ANTHROPIC_ERRORS, message_shell, stop_reason
 from modelplex_router.errors import RouterError, UpstreamError
 
 
-class MessagesStream:
+class MessagesStream(ChatStreamTranslator):
     def __init__(self, model: str, stop_sequences: list[str] | None) -> None:
+        super().__init__()
         self.model = model
         self.stop_sequences = stop_sequences
-        self.reader = ChatStreamReader()
         self.started = False
         self.blocks = 0
         self.open: tuple[str, int | None] | None = None
         """The open block: ("text", None) or ("tool_use", the chat tool-call index)."""
         self.ended = False
-
-    # -- StreamTranslator ----------------------------------------------------------------------------
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self._events(self.reader.feed(chunk))
-
-    def finish(self) -> bytes:
-        return self._events(self.reader.finish())
-
-    def fail(self, err: RouterError) -> bytes:
-        return self._events(self.reader.fail(err))
-
-    def refused(self, status: int, content: bytes) -> bytes:
-        return self._events(self.reader.fail(upstream_error(status, content)))
 
     # -- events ---------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from modelplex_router.apis import schema
+from modelplex_router.apis.chat import chat_payload
 from modelplex_router.errors import BadRequest
 
 HOSTED_TOOLS = (
@@ -291,6 +292,16 @@ def _response_format(text: TextConfig | None) -> dict[str, Any] | None:
     return None
 
 
+def _chat_tool(tool: FunctionTool) -> dict[str, Any]:
+    return {"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
+
+
+def _chat_tool_choice(choice: str | NamedFunction | None) -> str | dict[str, Any] | None:
+    if isinstance(choice, NamedFunction):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
+
+
 def chat_request(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat completion for ``req`` after ``history`` (the earlier turns of previous_response_id)."""
     messages: list[dict[str, Any]] = []
@@ -298,27 +309,15 @@ def chat_request(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[s
         messages.append({"role": "system", "content": req.instructions})
     messages += history
     messages += input_messages(req.input)
-    payload: dict[str, Any] = {"messages": messages}
-    if req.model is not None:
-        payload["model"] = req.model
-    if req.max_output_tokens is not None:
-        payload["max_tokens"] = req.max_output_tokens
-    for name in ("temperature", "top_p", "parallel_tool_calls"):
-        if getattr(req, name) is not None:
-            payload[name] = getattr(req, name)
-    if req.tools:
-        payload["tools"] = [
-            {"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
-            for tool in req.tools
-        ]
-    if isinstance(req.tool_choice, NamedFunction):
-        payload["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.name}}
-    elif req.tool_choice is not None:
-        payload["tool_choice"] = req.tool_choice
-    response_format = _response_format(req.text)
-    if response_format is not None:
-        payload["response_format"] = response_format
-    if req.stream:
-        payload["stream"] = True
-        payload["stream_options"] = {"include_usage": True}
-    return payload
+    return chat_payload(
+        req.model,
+        messages,
+        bool(req.stream),
+        max_tokens=req.max_output_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        parallel_tool_calls=req.parallel_tool_calls,
+        tools=[_chat_tool(tool) for tool in req.tools] if req.tools else None,
+        tool_choice=_chat_tool_choice(req.tool_choice),
+        response_format=_response_format(req.text),
+    )

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelplex_router.apis import sse
 from modelplex_router.apis.chat import (
-    ChatStreamReader,
+    ChatStreamTranslator,
     Piece,
     StreamEnd,
     StreamFailure,
@@ -24,7 +24,6 @@ from modelplex_router.apis.chat import (
     ToolCallArguments,
     ToolCallStart,
     new_id,
-    upstream_error,
 )
 from modelplex_router.apis.responses_object import (
     ResponseFrame,
@@ -59,29 +58,15 @@ class _Item:
         return function_call_item(item["id"], item["call_id"], item["name"], text, status)
 
 
-class ResponsesStream:
+class ResponsesStream(ChatStreamTranslator):
     def __init__(self, frame: ResponseFrame) -> None:
+        super().__init__()
         self.frame = frame
-        self.reader = ChatStreamReader()
         self.sequence = 0
         self.started = False
         self.items: list[_Item] = []
         self.open: _Item | None = None
         self.final: dict[str, Any] | None = None
-
-    # -- StreamTranslator ----------------------------------------------------------------------------
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self._events(self.reader.feed(chunk))
-
-    def finish(self) -> bytes:
-        return self._events(self.reader.finish())
-
-    def fail(self, err: RouterError) -> bytes:
-        return self._events(self.reader.fail(err))
-
-    def refused(self, status: int, content: bytes) -> bytes:
-        return self._events(self.reader.fail(upstream_error(status, content)))
 
     # -- events ---------------------------------------------------------------------------------------
 

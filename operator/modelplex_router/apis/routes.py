@@ -72,29 +72,26 @@ def add_api_routes(app: FastAPI, pipeline: Pipeline, settings: RouterSettings) -
             )
         return owner, entry
 
-    @app.get(RESPONSE_PATH)
-    async def get_response(request: Request, response_id: str) -> Response:
-        record = pipeline.recorder(request, RESPONSE_PATH)
-        try:
-            _owner, entry = stored(request, response_id)
-        except RouterError as err:
-            record.finish(err.status_code)
-            return OPENAI_ERRORS.response(err)
-        record.model = entry.response["model"]
-        record.finish(200)
-        return SafeJSONResponse(entry.response)
-
-    @app.delete(RESPONSE_PATH)
-    async def delete_response(request: Request, response_id: str) -> Response:
+    async def stored_response(request: Request, response_id: str, delete: bool) -> Response:
         record = pipeline.recorder(request, RESPONSE_PATH)
         try:
             owner, entry = stored(request, response_id)
         except RouterError as err:
             record.finish(err.status_code)
             return OPENAI_ERRORS.response(err)
-        store.delete(owner, response_id)
         record.model = entry.response["model"]
         record.finish(200)
+        if not delete:
+            return SafeJSONResponse(entry.response)
+        store.delete(owner, response_id)
         return SafeJSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+    @app.get(RESPONSE_PATH)
+    async def get_response(request: Request, response_id: str) -> Response:
+        return await stored_response(request, response_id, delete=False)
+
+    @app.delete(RESPONSE_PATH)
+    async def delete_response(request: Request, response_id: str) -> Response:
+        return await stored_response(request, response_id, delete=True)
 
     return store
