@@ -211,3 +211,14 @@ def test_an_unknown_format_refuses_tools_but_not_tool_choice_none(llama_runtime:
     assert r.status_code == 400 and r.json()["error"]["code"] == "tool_call_parser_unknown"
     r = httpx.post(chat, json={"messages": MESSAGES, "tools": TOOLS, "tool_choice": "none", "max_tokens": 2})
     assert r.status_code == 200 and "tool_calls" not in r.json()["choices"][0]["message"]
+
+
+def test_tokenize_renders_tools_as_the_chat_prompt_does(fmt_runtime: tuple[str, RuntimeProcess]) -> None:
+    fmt, rt = fmt_runtime
+    bare = httpx.post(rt.url + "/tokenize", json={"messages": MESSAGES}).json()["count"]
+    with_tools = httpx.post(rt.url + "/tokenize", json={"messages": MESSAGES, "tools": TOOLS}).json()["count"]
+    answer = client(rt).chat.completions.create(model=f"tiny-{fmt}", messages=MESSAGES, tools=TOOLS,
+                                                tool_choice="none", max_tokens=1)
+    assert with_tools == answer.usage.prompt_tokens > bare
+    refused = httpx.post(rt.url + "/tokenize", json={"text": "hi", "tools": TOOLS})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"

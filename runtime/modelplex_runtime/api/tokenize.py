@@ -1,4 +1,5 @@
-"""POST /tokenize and /detokenize (vLLM's shapes)."""
+"""POST /tokenize and /detokenize (vLLM's shapes: chat messages may come with the ``tools`` the chat
+template renders into the prompt, as for a chat completion)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from modelplex_runtime.api.chat_request import ChatMessage, message_dicts
+from modelplex_runtime.api.chat_request import ChatMessage, Tool, message_dicts
 from modelplex_runtime.api.context import RuntimeContext
 from modelplex_runtime.bodies import JSONBodyRoute
 from modelplex_runtime.errors import bad_request
@@ -18,6 +19,7 @@ class TokenizeRequest(RequestBody):
     text: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    tools: list[Tool] | None = None
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
 
@@ -33,10 +35,19 @@ def router(ctx: RuntimeContext) -> APIRouter:
     @api.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         engine = ctx.engine_for(body.model, (ctx.kind,), "tokenization")
+        if body.tools and body.messages is None:
+            raise bad_request("tools are rendered with chat messages: give messages too", param="tools")
+        if body.tools and ctx.kind not in ("Plain", "GGUF"):
+            raise bad_request(f"model {ctx.served!r} is a {ctx.kind} model and renders no tools", param="tools")
         if body.messages is not None:
             if ctx.kind == "Embedding":
                 raise bad_request(f"model {ctx.served!r} is an Embedding model and has no chat template", param="messages")
-            ids = await asyncio.to_thread(engine.tokenize_chat, message_dicts(body.messages), body.add_generation_prompt)
+            messages = message_dicts(body.messages)
+            if body.tools:
+                tools = [t.model_dump(exclude_none=True) for t in body.tools]
+                ids = await asyncio.to_thread(engine.tokenize_chat, messages, body.add_generation_prompt, tools)
+            else:
+                ids = await asyncio.to_thread(engine.tokenize_chat, messages, body.add_generation_prompt)
         else:
             text = body.text if body.text is not None else body.prompt
             if text is None:
