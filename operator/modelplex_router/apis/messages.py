@@ -46,7 +46,7 @@ class MessagesAnswer:
         return sse.frame({"type": "ping"}, "ping")
 
 
-class MessagesEndpoint:
+class MessagesApi:
     errors = ANTHROPIC_ERRORS
 
     def exchange(self, incoming: Incoming) -> Exchange:
@@ -79,7 +79,7 @@ class TokenCountAnswer:
         raise NotImplementedError("token counts are never streamed")
 
 
-class CountTokensEndpoint:
+class CountTokensApi:
     errors = ANTHROPIC_ERRORS
 
     def exchange(self, incoming: Incoming) -> Exchange:

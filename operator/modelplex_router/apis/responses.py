@@ -1,6 +1,6 @@
 """``POST /v1/responses``: the OpenAI Responses API on top of every model's chat completions.
 
-``ResponsesEndpoint`` turns a request into a chat completion (``responses_request``), adding the
+``ResponsesApi`` turns a request into a chat completion (``responses_request``), adding the
 earlier turns of ``previous_response_id`` from the store; ``ResponsesAnswer`` turns the runtime's
 reply into a Response object (``responses_object``; streamed, into the Responses events:
 ``responses_stream``) and keeps it in the store unless ``store`` is false.
@@ -50,7 +50,7 @@ class ResponsesAnswer:
         return loading_comment(model_id, waited)
 
 
-class ResponsesEndpoint:
+class ResponsesApi:
     errors = OPENAI_ERRORS
 
     def __init__(self, store: ResponseStore) -> None:

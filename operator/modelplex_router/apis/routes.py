@@ -9,10 +9,10 @@ from fastapi.responses import Response
 
 from modelplex_router.answer import OPENAI_ERRORS, ErrorStyle, SafeJSONResponse
 from modelplex_router.apis import messages_request, responses_request
-from modelplex_router.apis.messages import CountTokensEndpoint, MessagesEndpoint
+from modelplex_router.apis.messages import CountTokensApi, MessagesApi
 from modelplex_router.apis.messages_object import ANTHROPIC_ERRORS
 from modelplex_router.apis.response_store import ResponseStore
-from modelplex_router.apis.responses import ResponseNotFound, ResponsesEndpoint
+from modelplex_router.apis.responses import ResponseNotFound, ResponsesApi
 from modelplex_router.apis.responses_object import owner_of
 from modelplex_router.errors import BadRequest, RouterError
 from modelplex_router.pipeline import Pipeline
@@ -33,9 +33,9 @@ def add_api_routes(app: FastAPI, pipeline: Pipeline, settings: RouterSettings) -
         settings.responses_store_size, settings.responses_store_bytes, settings.responses_store_ttl_seconds
     )
     pipeline.metrics.track_response_store(lambda: len(store), lambda: store.bytes)
-    responses = ResponsesEndpoint(store)
-    messages = MessagesEndpoint()
-    count_tokens = CountTokensEndpoint()
+    responses = ResponsesApi(store)
+    messages = MessagesApi()
+    count_tokens = CountTokensApi()
 
     async def create_response(request: Request) -> Response:
         return await pipeline.handle(request, responses)
