@@ -121,14 +121,18 @@ def test_responses_and_messages_apis(live_router: RouterProcess) -> None:
         assert "".join(chunk_text(e) for e in events).split() == FAKE_TEXT.split()
         assert client.count_message_tokens({"messages": [{"role": "user", "content": "one two"}]}) == 3
 
-        # Errors keep their types; inside a stream, the API's failure event raises.
+        # Errors keep their types. The first stream is held while "bad" loads, so its failure comes as the
+        # API's failure event; after it the model backs off, and requests get the 503 before any byte.
+        with pytest.raises(modelplex.InternalServerError, match="CUDA out of memory") as failed_event:
+            list(client.stream_response({"input": "hi"}, model_id="bad"))
+        assert failed_event.value.code == "server_error" and failed_event.value.status_code is None
         with pytest.raises(modelplex.ModelLoadFailedError, match="CUDA out of memory"):
             client.create_response({"input": "hi"}, model_id="bad")
-        with pytest.raises(modelplex.InternalServerError, match="CUDA out of memory"):
+        with pytest.raises(modelplex.ModelLoadFailedError, match="CUDA out of memory"):
             list(client.stream_response({"input": "hi"}, model_id="bad"))
         with pytest.raises(modelplex.ServiceUnavailableError, match="CUDA out of memory") as overloaded:
             list(client.stream_message(request, model_id="bad"))
-        assert overloaded.value.type == "overloaded_error"
+        assert overloaded.value.type == "overloaded_error" and overloaded.value.status_code == 503
         with pytest.raises(modelplex.BadRequestError, match="max_tokens"):
             client.create_message({"messages": HI["messages"]}, model_id="a")
         with pytest.raises(modelplex.ModelNotFoundError):
