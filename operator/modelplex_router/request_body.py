@@ -9,6 +9,9 @@ break the router itself or reach the runtime as something it cannot trust:
   Python converts, a body that is not an object: 400;
 * a string holding a lone UTF-16 surrogate (``"\\ud800"``: no Unicode text can contain it): 400;
 * ``model`` or ``stream`` of the wrong type: 400 naming the field.
+
+The translated APIs (``modelplex_router.apis``) also bound how deep a body nests (``check_nesting``),
+as they copy its fields into what they send and answer.
 """
 
 from __future__ import annotations
@@ -91,6 +94,40 @@ def _lone_surrogate_at(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def check_nesting(payload: dict[str, Any], limit: int) -> None:
+    """BadRequest when objects and arrays nest more than ``limit`` levels deep (the body is level 1),
+    naming the field where it starts. Walked without recursion, so no depth can overflow the stack."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            where = _deep_field(payload, limit)
+            raise BadRequest(f"{where}: JSON nested more than {limit} levels deep", param=where)
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+_NAMED_LEVELS = 6
+"""How much of a too-deep field's path an error names: past these levels it is only more [0] and .a."""
+
+
+def _deep_field(payload: dict[str, Any], limit: int) -> str:
+    """The path (its first levels) of a value nested more than ``limit`` levels deep in ``payload``."""
+    stack: list[tuple[Any, int, str]] = [(payload, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            return path
+        if isinstance(value, dict):
+            pairs: Any = ((f"{path}.{key}" if path else str(key), child) for key, child in value.items())
+        else:
+            pairs = ((f"{path}[{i}]", child) for i, child in enumerate(value))
+        for here, child in pairs:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, path if depth > _NAMED_LEVELS else here))
+    return ""
 
 
 def check_routing_fields(payload: dict[str, Any]) -> None:

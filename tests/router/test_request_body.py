@@ -9,6 +9,7 @@ import pytest
 from modelplex_router.errors import BadRequest, UnsupportedMediaType
 from modelplex_router.request_body import (
     check_json_content_type,
+    check_nesting,
     check_routing_fields,
     encode_json,
     is_json_media_type,
@@ -82,3 +83,23 @@ def test_routing_fields_that_are_fine() -> None:
 
 def test_encode_json_is_compact_utf8() -> None:
     assert encode_json({"model": "m", "prompt": "héllo"}) == '{"model":"m","prompt":"héllo"}'.encode()
+
+
+def _nest(depth: int) -> list:
+    """``depth`` arrays inside each other."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_up_to_the_limit_passes_and_past_it_names_the_field() -> None:
+    check_nesting({"a": _nest(3)}, 4)  # the body, then three arrays
+    check_nesting({"a": 1, "b": "x", "c": [], "d": {}}, 2)
+    with pytest.raises(BadRequest, match=r"^a\[0\]\[0\]: JSON nested more than 3 levels deep") as deep:
+        check_nesting({"a": _nest(3), "b": [1]}, 3)
+    assert deep.value.param == "a[0][0]"
+    # The path names the first levels only; a depth far past any stack still gets its clear 400.
+    with pytest.raises(BadRequest) as far:
+        check_nesting({"tools": [{"input_schema": {"x": _nest(200_000)}}]}, 128)
+    assert far.value.param == "tools[0].input_schema.x[0][0]"

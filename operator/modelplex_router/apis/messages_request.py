@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from modelplex_router.apis import schema
 from modelplex_router.apis.chat import chat_payload
@@ -28,38 +28,34 @@ BLOCK_TYPES = ("text", "image", "tool_use", "tool_result")
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,128}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 CacheControl = dict[str, Any] | None
 
 
-class TextBlock(_Strict):
+class TextBlock(schema.RequestModel):
     type: Literal["text"]
     text: str
     cache_control: CacheControl = None
     citations: None = None
 
 
-class Base64Source(_Strict):
+class Base64Source(schema.RequestModel):
     type: Literal["base64"]
     media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
     data: str
 
 
-class URLSource(_Strict):
+class URLSource(schema.RequestModel):
     type: Literal["url"]
     url: str
 
 
-class ImageBlock(_Strict):
+class ImageBlock(schema.RequestModel):
     type: Literal["image"]
     source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
     cache_control: CacheControl = None
 
 
-class ToolUseBlock(_Strict):
+class ToolUseBlock(schema.RequestModel):
     type: Literal["tool_use"]
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -67,7 +63,7 @@ class ToolUseBlock(_Strict):
     cache_control: CacheControl = None
 
 
-class ToolResultBlock(_Strict):
+class ToolResultBlock(schema.RequestModel):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
@@ -78,12 +74,12 @@ class ToolResultBlock(_Strict):
 ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
 
 
-class MessageParam(_Strict):
+class MessageParam(schema.RequestModel):
     role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
 
 
-class Tool(_Strict):
+class Tool(schema.RequestModel):
     name: str = Field(pattern=TOOL_NAME)
     input_schema: dict[str, Any]
     description: str | None = None
@@ -92,23 +88,23 @@ class Tool(_Strict):
     cache_control: CacheControl = None
 
 
-class ToolChoiceAuto(_Strict):
+class ToolChoiceAuto(schema.RequestModel):
     type: Literal["auto"]
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceAny(_Strict):
+class ToolChoiceAny(schema.RequestModel):
     type: Literal["any"]
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceTool(_Strict):
+class ToolChoiceTool(schema.RequestModel):
     type: Literal["tool"]
     name: str = Field(min_length=1)
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceNone(_Strict):
+class ToolChoiceNone(schema.RequestModel):
     type: Literal["none"]
 
 
@@ -117,24 +113,24 @@ ToolChoice = Annotated[
 ]
 
 
-class ThinkingDisabled(_Strict):
+class ThinkingDisabled(schema.RequestModel):
     type: Literal["disabled"]
 
 
-class OutputFormat(_Strict):
+class OutputFormat(schema.RequestModel):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Strict):
+class OutputConfig(schema.RequestModel):
     format: OutputFormat | None = None
 
 
-class Metadata(_Strict):
+class Metadata(schema.RequestModel):
     user_id: str | None = None
 
 
-class _Conversation(_Strict):
+class _Conversation(schema.RequestModel):
     """What a message request and a token count share."""
 
     model: str | None = None

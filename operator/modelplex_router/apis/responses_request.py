@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag
 
 from modelplex_router.apis import schema
 from modelplex_router.apis.chat import chat_payload
@@ -37,23 +37,19 @@ HOSTED_TOOLS = (
 ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class InputText(_Strict):
+class InputText(schema.RequestModel):
     type: Literal["input_text"]
     text: str
 
 
-class InputImage(_Strict):
+class InputImage(schema.RequestModel):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["low", "high", "auto", "original"] | None = None
 
 
-class OutputText(_Strict):
+class OutputText(schema.RequestModel):
     """An earlier answer's text, given back as input (``response.output`` items can be replayed)."""
 
     type: Literal["output_text"]
@@ -62,7 +58,7 @@ class OutputText(_Strict):
     logprobs: list[dict[str, Any]] | None = None
 
 
-class Refusal(_Strict):
+class Refusal(schema.RequestModel):
     type: Literal["refusal"]
     refusal: str
 
@@ -70,7 +66,7 @@ class Refusal(_Strict):
 ContentPart = Annotated[InputText | InputImage | OutputText | Refusal, Field(discriminator="type")]
 
 
-class MessageItem(_Strict):
+class MessageItem(schema.RequestModel):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
@@ -78,7 +74,7 @@ class MessageItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-class FunctionCallItem(_Strict):
+class FunctionCallItem(schema.RequestModel):
     type: Literal["function_call"]
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -87,7 +83,7 @@ class FunctionCallItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-class FunctionCallOutputItem(_Strict):
+class FunctionCallOutputItem(schema.RequestModel):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
     output: str | list[Annotated[InputText | InputImage, Field(discriminator="type")]]
@@ -107,7 +103,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(_Strict):
+class FunctionTool(schema.RequestModel):
     type: Literal["function"]
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
     description: str | None = None
@@ -115,20 +111,20 @@ class FunctionTool(_Strict):
     strict: bool | None = None
 
 
-class NamedFunction(_Strict):
+class NamedFunction(schema.RequestModel):
     type: Literal["function"]
     name: str = Field(min_length=1)
 
 
-class TextFormatText(_Strict):
+class TextFormatText(schema.RequestModel):
     type: Literal["text"]
 
 
-class TextFormatJSONObject(_Strict):
+class TextFormatJSONObject(schema.RequestModel):
     type: Literal["json_object"]
 
 
-class TextFormatJSONSchema(_Strict):
+class TextFormatJSONSchema(schema.RequestModel):
     type: Literal["json_schema"]
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
     schema_: dict[str, Any] = Field(alias="schema")
@@ -136,18 +132,18 @@ class TextFormatJSONSchema(_Strict):
     strict: bool | None = None
 
 
-class TextConfig(_Strict):
+class TextConfig(schema.RequestModel):
     format: (
         Annotated[TextFormatText | TextFormatJSONObject | TextFormatJSONSchema, Field(discriminator="type")]
         | None
     ) = None
 
 
-class StreamOptions(_Strict):
+class StreamOptions(schema.RequestModel):
     include_obfuscation: Literal[False] | None = None
 
 
-class ResponsesRequest(_Strict):
+class ResponsesRequest(schema.RequestModel):
     model: str | None = None
     input: str | list[InputItem]
     instructions: str | None = None

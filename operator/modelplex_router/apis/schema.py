@@ -1,15 +1,33 @@
 """The request models of the translated APIs: one 400 message naming what is wrong, and the OpenAPI
-request schema (for clients and the fuzzer) generated from the same pydantic model."""
+request schema (for clients and the fuzzer) generated from the same pydantic model.
+
+The models are strict, as the APIs they stand for: an unknown field is refused by name, and a value of
+the wrong type is refused rather than converted (``"max_tokens": "8"``, ``"store": "yes"`` and
+``"max_tokens": true`` are 400s, not 8, True and 1). A body nested deeper than ``MAX_NESTING`` levels is
+refused before validation: no request of these APIs needs more, and the translation copies and echoes
+what it holds (tool schemas, tool inputs) into the chat completion, the stored Response and the
+streamed events.
+"""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelplex_router.errors import BadRequest
+from modelplex_router.request_body import check_nesting
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_NESTING = 128
+"""The deepest a translated API's body may nest objects and arrays (the body itself is level 1)."""
+
+
+class RequestModel(BaseModel):
+    """A part of a request: no unknown fields, no type conversions."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 _TYPE_NAMES = ("str", "int", "float", "bool", "dict", "list", "none", "is-instance")
@@ -36,6 +54,7 @@ def _problem(errors: list[Any]) -> tuple[str, str]:
 
 def parse(model: type[M], payload: dict[str, Any], unsupported: str = "") -> M:
     """``payload`` as ``model``; BadRequest naming every unknown field, or the first other problem."""
+    check_nesting(payload, MAX_NESTING)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
