@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import psutil
@@ -156,6 +157,34 @@ def test_vllms_own_request_features_pass_through(router: RouterProcess) -> None:
         model="vllm-chat", messages=HELLO, max_tokens=8, response_format={"type": "json_object"}
     )
     assert structured.choices[0].message.content is not None
+
+
+def test_responses_and_messages_apis_on_vllm(router: RouterProcess) -> None:
+    """The router's translations reach vLLM's chat completions and /tokenize as they reach our runtime's."""
+    client = _client(router)
+    response = client.responses.create(model="vllm-chat", input="Hello!", instructions="Be brief.", max_output_tokens=4)
+    assert response.model == "vllm-chat" and response.output[0].type == "message"
+    assert 1 <= response.usage.output_tokens <= 4 and response.usage.input_tokens > 0
+    assert response.status == "completed" or response.incomplete_details.reason == "max_output_tokens"
+    events = list(client.responses.create(model="vllm-chat", input="Hello!", max_output_tokens=4, stream=True))
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert events[-1].response.output_text == "".join(deltas)
+    assert client.responses.retrieve(response.id).output_text == response.output_text
+
+    claude = anthropic.Anthropic(base_url=router.url, api_key="unused", max_retries=0, timeout=600)
+    tools = [{"name": "now", "description": "the time", "input_schema": {"type": "object", "properties": {}}}]
+    message = claude.messages.create(model="vllm-chat", max_tokens=4, system="Be brief.", messages=HELLO, tools=tools)
+    assert message.model == "vllm-chat" and message.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert 1 <= message.usage.output_tokens <= 4
+    # count_tokens renders the prompt (tools included) on vLLM's /tokenize: the answer's input tokens.
+    counted = claude.messages.count_tokens(model="vllm-chat", system="Be brief.", messages=HELLO, tools=tools)
+    assert counted.input_tokens == message.usage.input_tokens
+    with claude.messages.stream(model="vllm-chat", max_tokens=4, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.content[0].text == text and final.usage.input_tokens > 0 and final.usage.output_tokens <= 4
+    assert router.metric("modelplex_requests_total", model="vllm-chat", engine="vllm", endpoint="/v1/messages", code="200") == 2
 
 
 def test_metrics_carry_the_engine(router: RouterProcess) -> None:
