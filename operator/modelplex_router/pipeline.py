@@ -194,6 +194,7 @@ class RequestRecord:
             code,
             elapsed,
             extra={
+                "method": self.method,
                 "path": self.path,
                 "endpoint": self.endpoint,
                 "model": self.model,

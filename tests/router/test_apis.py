@@ -376,3 +376,41 @@ def test_quickstart_style_curl_calls(router: RouterProcess) -> None:
             "/v1/messages", json={"model": "default", "max_tokens": 8, "messages": HI}
         ).json()
         assert message["type"] == "message" and message["model"] == "alpha"
+
+
+def test_the_store_keeps_what_its_settings_allow_and_each_api_path_is_logged_and_counted(
+    router_factory,
+) -> None:
+    router = router_factory(
+        {"alpha": MODELS["alpha"]},
+        env={"MODELPLEX_ROUTER_RESPONSES_STORE_SIZE": "1", "MODELPLEX_ROUTER_RESPONSES_STORE_TTL_SECONDS": "600"},
+    )
+    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0)
+    first = client.responses.create(model="alpha", input="one")
+    second = client.responses.create(model="alpha", input="two")
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+    with pytest.raises(openai.NotFoundError):  # one answer kept: the newer pushed the older out
+        client.responses.retrieve(first.id)
+    assert router.metric("modelplex_responses_stored") == 1
+    claude = anthropic.Anthropic(base_url=router.url, api_key="unused", max_retries=0)
+    claude.messages.create(model="alpha", max_tokens=8, messages=HI)
+    assert claude.messages.count_tokens(model="alpha", messages=HI).input_tokens > 0
+
+    access = [
+        line
+        for line in map(json.loads, router.log_path.read_text().splitlines())
+        if line.get("logger") == "modelplex_router.access"
+    ]
+    seen = {(line["method"], line["endpoint"], line["status"]) for line in access}
+    assert {
+        ("POST", "/v1/responses", 200),
+        ("GET", "/v1/responses/{response_id}", 200),
+        ("GET", "/v1/responses/{response_id}", 404),
+        ("POST", "/v1/messages", 200),
+        ("POST", "/v1/messages/count_tokens", 200),
+    } <= seen
+    assert all(line["model"] == "alpha" for line in access if line["status"] == 200)
+    assert {f"/v1/responses/{first.id}", f"/v1/responses/{second.id}"} <= {line["path"] for line in access}
+    for endpoint in ("/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
+        assert router.metric("modelplex_requests_total", endpoint=endpoint, model="alpha", code="200") >= 1
+        assert router.metric("modelplex_request_duration_seconds_count", endpoint=endpoint, model="alpha") >= 1
