@@ -378,13 +378,25 @@ def test_quickstart_style_curl_calls(router: RouterProcess) -> None:
         assert message["type"] == "message" and message["model"] == "alpha"
 
 
-def test_the_store_keeps_what_its_settings_allow_and_each_api_path_is_logged_and_counted(
+def test_the_store_and_body_limits_follow_their_settings_and_each_api_path_is_logged_and_counted(
     router_factory,
 ) -> None:
     router = router_factory(
         {"alpha": MODELS["alpha"]},
-        env={"MODELPLEX_ROUTER_RESPONSES_STORE_SIZE": "1", "MODELPLEX_ROUTER_RESPONSES_STORE_TTL_SECONDS": "600"},
+        env={
+            "MODELPLEX_ROUTER_RESPONSES_STORE_SIZE": "1",
+            "MODELPLEX_ROUTER_RESPONSES_STORE_TTL_SECONDS": "600",
+            "MODELPLEX_ROUTER_MAX_BODY_BYTES": "65536",
+        },
     )
+    # A body over the one body limit: 413 in each API's shape.
+    big = {"model": "alpha", "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 70_000}]}
+    with router.client() as raw:
+        too_large = raw.post("/v1/messages", json=big)
+        assert too_large.status_code == 413
+        assert too_large.json()["type"] == "error" and too_large.json()["error"]["type"] == "request_too_large"
+        too_large = raw.post("/v1/responses", json={"model": "alpha", "input": "x" * 70_000})
+        assert too_large.status_code == 413 and too_large.json()["error"]["code"] == "request_too_large"
     client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0)
     first = client.responses.create(model="alpha", input="one")
     second = client.responses.create(model="alpha", input="two")
