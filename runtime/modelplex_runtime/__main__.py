@@ -36,6 +36,17 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         help="Torch threads on CPU (default: all cores, but one for batches under 8).",
     )
     p.add_argument(
+        "--kv-cache-gib",
+        type=float,
+        help="Most memory the batch's KV cache may take (default: 1/4 of RAM up to 8 GiB; CUDA: half the free memory).",
+    )
+    p.add_argument(
+        "--max-step-tokens",
+        type=int,
+        help="Most tokens in one batch step: decode tokens plus prompt chunks (default 512).",
+    )
+    p.add_argument("--batch-path", choices=["auto", "padded"], help="auto (default): packed when the model allows.")
+    p.add_argument(
         "--stream-interval-ms",
         type=float,
         help="Send a stream's tokens at most this often (default 20; first token and finish at once; 0: every token).",

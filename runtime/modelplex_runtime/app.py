@@ -73,6 +73,8 @@ def _load_in_background(ctx: RuntimeContext, deps: RuntimeDeps) -> None:
     try:
         options = EngineOptions(
             device=settings.device, max_batch_size=settings.max_batch_size, cpu_threads=settings.cpu_threads,
+            kv_cache_bytes=int(settings.kv_cache_gib * 2**30) if settings.kv_cache_gib else None,
+            max_step_tokens=settings.max_step_tokens, batch_path=settings.batch_path,
             on_step=ctx.metrics.batch_size.observe, stall_seconds=settings.engine_stall_seconds,
         )
         engine = deps.load_engine(ctx.entry, options)
@@ -86,7 +88,7 @@ def _load_in_background(ctx: RuntimeContext, deps: RuntimeDeps) -> None:
         return
     seconds = time.perf_counter() - started
     ctx.metrics.load_seconds.set(seconds)
-    ctx.metrics.track_engine(engine.queue_depth, engine.running)
+    ctx.metrics.track_engine(engine.queue_depth, engine.running, engine.batch_stats)
     ctx.state.set_ready(engine, seconds)
     ctx.metrics.ready.set(1)
     info = engine.info

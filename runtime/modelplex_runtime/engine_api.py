@@ -79,7 +79,10 @@ class EngineOptions:
     device: str = "auto"
     max_batch_size: int = 32
     cpu_threads: int | None = None
-    on_step: Callable[[int], None] | None = None  # called with the batch size of each decode step
+    kv_cache_bytes: int | None = None  # the KV cache's bound; None: a share of the device's memory
+    max_step_tokens: int = 512  # most tokens in one batch step (decode tokens plus prompt chunks)
+    batch_path: str = "auto"  # "auto": packed where the model allows it; "padded": always padded
+    on_step: Callable[[int], None] | None = None  # called with the number of sequences in each batch step
     stall_seconds: float = 120.0  # an engine thread busy this long without progress is reported unhealthy
 
 
@@ -98,6 +101,17 @@ class ModelInfo:
 
 class ConstraintError(ValueError):
     """A response format or tool schema the grammar engine cannot compile (a 400 naming the problem)."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """The text batcher's KV cache, for metrics."""
+
+    path: str  # "packed" or "padded"
+    kv_cache_bytes: int  # allocated now
+    kv_cache_budget_bytes: int | None  # the bound (packed path only)
+    kv_cache_tokens: int  # tokens the running sequences hold in it
+    preemptions: int  # sequences preempted to stay within the bound, since start
 
 
 class GenerationHandle(Protocol):
@@ -133,5 +147,7 @@ class Engine(Protocol):
     def health(self) -> str | None:
         """None while the engine's thread is alive and making progress; else why it is not."""
         ...
+
+    def batch_stats(self) -> BatchStats | None: ...
 
     def shutdown(self) -> None: ...

@@ -31,6 +31,23 @@ class RuntimeSettings(BaseSettings):
         ge=1,
         description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8.",
     )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most memory the KV cache of the running batch may take, in GiB; default: a quarter of the "
+        "host's memory (at most 8 GiB) on CPU, half the memory left after the weights on CUDA.",
+    )
+    max_step_tokens: int = Field(
+        default=512,
+        ge=16,
+        description="Most tokens one batch step feeds the model: a token per decoding sequence plus chunks of "
+        "the prompts being prefilled.",
+    )
+    batch_path: Literal["auto", "padded"] = Field(
+        default="auto",
+        description="auto: the packed batch path when the model's attention can run it, else padded; padded: "
+        "always the padded path (left-padded batches over transformers' DynamicCache).",
+    )
     stream_interval_ms: float = Field(
         default=20.0,
         ge=0,

@@ -1,6 +1,6 @@
 """The engine's per-sequence features in-process: logprobs against a direct forward pass, n sharing one
 prefill, penalties, logit_bias, min_tokens, stop_token_ids, grammars, and constrained and free sequences
-in one batch."""
+in one batch; each on both batch paths (packed and padded)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from modelplex_runtime.engine_api import EngineOptions, SamplingParams, TokenEve
 from modelplex_spec import ModelEntry
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_llama_dir: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["auto", "padded"])
+def engine(tiny_llama_dir: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     threads = torch.get_num_threads()
-    eng = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}}), EngineOptions(device="cpu"))
+    eng = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}}),
+                      EngineOptions(device="cpu", batch_path=request.param))
+    assert eng.info.extra["batch_path"] == ("packed" if request.param == "auto" else "padded")
     yield eng
     eng.shutdown()
     torch.set_num_threads(threads)
@@ -70,22 +72,23 @@ def test_logprobs_agree_with_a_direct_forward_pass(engine: Any) -> None:
 
 
 def test_n_sequences_share_one_prefill_and_sample_apart(engine: Any) -> None:
-    calls: list[tuple[int, int]] = []
-    model = engine._batcher.model
+    fed: list[int] = []
+    core = engine._batcher.core
+    model = core.model
 
     class Counting(torch.nn.Module):
         def forward(self, **kw: Any) -> Any:
-            calls.append(tuple(kw["input_ids"].shape))
+            fed.append(kw["input_ids"].numel())
             return model(**kw)
 
-    engine._batcher.model = Counting()
+    prompt = engine.tokenize_text("The quick brown fox")
+    core.model = Counting()
     try:
-        out = run(engine, [engine.tokenize_text("The quick brown fox")], SamplingParams(max_tokens=8, temperature=1.0, seed=3, n=3,
-                                                                           ignore_eos=True))[0]
+        out = run(engine, [prompt], SamplingParams(max_tokens=8, temperature=1.0, seed=3, n=3, ignore_eos=True))[0]
     finally:
-        engine._batcher.model = model
-    prefills = [c for c in calls if c[1] > 1]
-    assert prefills == [(1, prefills[0][1])]  # one prefill of one row for the three sequences
+        core.model = model
+    # the prompt once, then a token per sequence for each of the 7 tokens after the first (both paths)
+    assert sum(fed) == len(prompt) + 3 * 7
     assert sorted(out) == [0, 1, 2]
     assert len({text(evs) for evs in out.values()}) > 1  # seeded seed, seed + 1, seed + 2
     again = run(engine, [engine.tokenize_text("The quick brown fox")], SamplingParams(max_tokens=8, temperature=1.0, seed=3, n=3,
@@ -129,7 +132,7 @@ def test_constrained_and_free_sequences_share_a_batch(engine: Any) -> None:
     assert engine.compile_constraint(constraints.json_schema(schema)) is compiled  # cached
     prompt = engine.tokenize_text("Hello")
     steps: list[int] = []
-    engine._batcher.on_step = steps.append
+    engine._batcher.core.on_step = steps.append
     try:
         free = SamplingParams(max_tokens=40, temperature=1.0, seed=1, ignore_eos=True)
         tight = SamplingParams(max_tokens=80, temperature=1.0, seed=1, constraint=compiled, n=4)
@@ -141,7 +144,7 @@ def test_constrained_and_free_sequences_share_a_batch(engine: Any) -> None:
         for t in threads:
             t.join()
     finally:
-        engine._batcher.on_step = None
+        engine._batcher.core.on_step = None
     assert max(steps) > 1
     for evs in results["tight"][0].values():
         value = json.loads(text(evs))

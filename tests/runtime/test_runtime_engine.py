@@ -41,9 +41,12 @@ def _restore_torch_threads():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_llama_dir: Path):  # type: ignore[no-untyped-def]
-    eng = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}}), EngineOptions(device="cpu"))
+@pytest.fixture(scope="module", params=["auto", "padded"])
+def engine(tiny_llama_dir: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The tiny model on each batch path: packed (what "auto" picks for it) and padded."""
+    eng = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}}),
+                      EngineOptions(device="cpu", batch_path=request.param))
+    assert eng.info.extra["batch_path"] == ("packed" if request.param == "auto" else "padded")
     yield eng
     eng.shutdown()
 
@@ -56,6 +59,19 @@ def test_batched_greedy_matches_solo(engine) -> None:  # type: ignore[no-untyped
     assert batched == solo
     last = _generate(engine, prompts[:1], params)[0][-1]
     assert last.finish_reason == "length" and last.completion_tokens == 12
+
+
+def test_stop_strings_cut_the_text_on_both_paths(engine) -> None:  # type: ignore[no-untyped-def]
+    prompt = engine.tokenize_text("Hello")
+    full = "".join(e.text for e in _generate(engine, [prompt], SamplingParams(max_tokens=30, temperature=0,
+                                                                           ignore_eos=True))[0])
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    assert stop.strip()
+    events = _generate(engine, [prompt, prompt], SamplingParams(max_tokens=30, temperature=0, ignore_eos=True,
+                                                                stop=(stop,)))
+    for evs in events:
+        assert evs[-1].finish_reason == "stop"
+        assert "".join(e.text for e in evs) == full[: full.index(stop)]
 
 
 def test_cancel_stops_a_sequence(engine) -> None:  # type: ignore[no-untyped-def]
@@ -80,18 +96,18 @@ def test_cancel_stops_a_sequence(engine) -> None:  # type: ignore[no-untyped-def
 def test_sampling_rules() -> None:
     logits = torch.tensor([0.0, 3.0, 1.0, 2.0])
     greedy = SamplingParams(max_tokens=1, temperature=0)
-    assert sample_row(logits, greedy, make_generator(greedy)) == 1
+    assert int(sample_row(logits, greedy, make_generator(greedy))) == 1
     topk1 = SamplingParams(max_tokens=1, temperature=1.0, top_k=1)
     assert topk1.greedy
     narrow = SamplingParams(max_tokens=1, temperature=1.0, top_p=0.01, seed=1)
-    assert {sample_row(logits, narrow, make_generator(narrow)) for _ in range(20)} == {1}
+    assert {int(sample_row(logits, narrow, make_generator(narrow))) for _ in range(20)} == {1}
     seeded = SamplingParams(max_tokens=1, temperature=1.5, seed=5)
-    a = [sample_row(logits, seeded, g) for g in [make_generator(seeded)] for _ in range(10)]
-    b = [sample_row(logits, seeded, g) for g in [make_generator(seeded)] for _ in range(10)]
+    a = [int(sample_row(logits, seeded, g)) for g in [make_generator(seeded)] for _ in range(10)]
+    b = [int(sample_row(logits, seeded, g)) for g in [make_generator(seeded)] for _ in range(10)]
     assert a == b
     top2 = SamplingParams(max_tokens=1, temperature=2.0, top_k=2, seed=3)
     gen = make_generator(top2)
-    assert {sample_row(logits, top2, gen) for _ in range(50)} <= {1, 3}
+    assert {int(sample_row(logits, top2, gen)) for _ in range(50)} <= {1, 3}
 
 
 def test_int8_weight_only_quantization_saves_memory(tmp_path: Path) -> None:
@@ -167,24 +183,25 @@ def test_gguf_entry_loads_the_same_model(engine, tiny_llama_dir: Path, tmp_path:
 
 
 def test_cpu_thread_policy() -> None:
-    from modelplex_runtime.engine.loading import BIG_BATCH, cpu_thread_policy
+    from modelplex_runtime.engine.loading import BIG_STEP, cpu_thread_policy
 
     assert cpu_thread_policy(3)(1) == 3 and cpu_thread_policy(3)(64) == 3
     auto = cpu_thread_policy(None)
-    assert auto(BIG_BATCH) >= auto(1) >= 1
+    assert auto(BIG_STEP) >= auto(1) >= 1
 
 
 def test_a_burst_from_idle_is_prefilled_as_one_batch(tiny_llama_dir: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from modelplex_runtime.engine.batcher import ContinuousBatcher
+    from modelplex_runtime.engine.text_engine import batch_path
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    eng = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(tiny_llama_dir)}}), EngineOptions(device="cpu"))
+    eng.shutdown()  # its model and tokenizer, in a batcher of the test's own
     steps: list[int] = []
+    make_core, _ = batch_path(eng.model, eng.tokenizer, eng.info, torch.device("cpu"),
+                              EngineOptions(device="cpu", max_batch_size=8, on_step=steps.append))
+    tokenizer = eng.tokenizer
     # Windows far longer than the gaps between submissions, so the test does not depend on scheduling.
-    batcher = ContinuousBatcher(model, lambda ids: tokenizer.decode(ids), set(), int(tokenizer.pad_token_id),
-                                torch.device("cpu"), 8, on_step=steps.append,
+    batcher = ContinuousBatcher(make_core, lambda ids: tokenizer.decode(ids), torch.device("cpu"), 8,
                                 gather_quiet_seconds=0.5, gather_max_seconds=5.0)
     try:
         done = threading.Semaphore(0)
@@ -199,7 +216,7 @@ def test_a_burst_from_idle_is_prefilled_as_one_batch(tiny_llama_dir: Path) -> No
             threading.Event().wait(0.02)
         for _ in range(4):
             assert done.acquire(timeout=60)
-        assert steps[0] == 4  # all four joined before the first decode step, not one by one
+        assert steps[0] == 4  # all four joined before the first step, not one by one
         # A lone request is not held past the quiet window.
         batcher.submit(tokenizer("Hi")["input_ids"], params, on_event)
         assert done.acquire(timeout=60)

@@ -116,7 +116,7 @@ def test_health_turns_503_when_the_engine_thread_is_wedged_or_dead(tiny_llama_di
                 break
             time.sleep(0.1)
         batcher = loaded[0]._batcher  # type: ignore[attr-defined]
-        model = batcher.model
+        model = batcher.core.model
 
         def stuck(**kw: object) -> object:
             gate.wait(30)  # a forward that never returns, as a hung kernel or a deadlock would
@@ -130,11 +130,11 @@ def test_health_turns_503_when_the_engine_thread_is_wedged_or_dead(tiny_llama_di
             assert answer.status_code == status
             return answer.json()
 
-        batcher.model = stuck
+        batcher.core.model = stuck
         assert client.get("/health").status_code == 200
         loaded[0].generate([1, 2, 3], SamplingParams(max_tokens=2), lambda ev: None)
         assert "no progress" in health_once(503)["error"]["message"]
-        batcher.model = model
+        batcher.core.model = model
         gate.set()
         health_once(200)  # it recovered: progress again
 

@@ -93,6 +93,15 @@ def test_stop_string_cuts_text(llama_runtime: RuntimeProcess) -> None:
     assert cut.choices[0].text == text[: text.index(stop)]
 
 
+def test_greedy_stream_equals_non_stream(llama_runtime: RuntimeProcess) -> None:
+    c = client(llama_runtime)
+    kwargs = {"model": "tiny-chat", "prompt": "Models are loaded", "max_tokens": 40, "temperature": 0,
+              "extra_body": {"ignore_eos": True}}
+    whole = c.completions.create(**kwargs).choices[0].text  # type: ignore[call-overload]
+    streamed = "".join(ch.choices[0].text for ch in c.completions.create(stream=True, **kwargs) if ch.choices)  # type: ignore[call-overload]
+    assert streamed == whole and len(whole) > 0
+
+
 def test_concurrent_requests_are_batched(llama_runtime: RuntimeProcess) -> None:
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=llama_runtime.url, timeout=60) as ac:
@@ -216,7 +225,9 @@ def test_tokenize_detokenize_models_metrics(llama_runtime: RuntimeProcess) -> No
     for name in ("modelplex_runtime_requests_total", "modelplex_runtime_prompt_tokens_total",
                  "modelplex_runtime_generation_tokens_total", "modelplex_runtime_time_to_first_token_seconds",
                  "modelplex_runtime_time_per_output_token_seconds", "modelplex_runtime_queue_depth",
-                 "modelplex_runtime_model_load_seconds"):
+                 "modelplex_runtime_model_load_seconds", "modelplex_runtime_kv_cache_bytes",
+                 "modelplex_runtime_kv_cache_budget_bytes", "modelplex_runtime_kv_cache_tokens",
+                 "modelplex_runtime_preempted_sequences_total"):
         assert name in metrics
 
 

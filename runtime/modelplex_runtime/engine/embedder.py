@@ -113,6 +113,9 @@ class EmbeddingEngine(TokenizerMixin):
     def running(self) -> int:
         return self._busy
 
+    def batch_stats(self) -> None:
+        return None
+
     def shutdown(self) -> None:
         self._worker.shutdown()
 

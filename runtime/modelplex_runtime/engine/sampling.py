@@ -1,4 +1,8 @@
-"""Per-request token sampling over a batch of logits: greedy, temperature, top-k, top-p, seeded."""
+"""Per-request token sampling over a batch of logits: greedy, temperature, top-k, top-p, seeded.
+
+Sampling runs where the logits are (the GPU on CUDA): the only copy to the host is the chosen token ids,
+one small list per step, never a row of logits.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,20 @@ import torch
 from modelplex_runtime.engine_api import SamplingParams
 
 
-def make_generator(params: SamplingParams, offset: int = 0) -> torch.Generator | None:
-    """A generator for sequence ``offset`` of a request (its n sequences are seeded seed, seed + 1, ...)."""
+def make_generator(params: SamplingParams, offset: int = 0, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A generator for sequence ``offset`` of a request (its n sequences are seeded seed, seed + 1, ...),
+    on the device its logits are sampled on."""
     if params.greedy:
         return None
     seed = params.seed + offset if params.seed is not None else random.getrandbits(63)
-    return torch.Generator(device="cpu").manual_seed(seed % 2**64)
+    return torch.Generator(device=device).manual_seed(seed % 2**64)
 
 
-def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """One token from a [vocab] float32 CPU logits row."""
+def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """One token (a 0-d tensor on the logits' device) from a [vocab] logits row."""
     if params.greedy or generator is None:
-        return int(torch.argmax(logits))
-    scores = logits / params.temperature
+        return torch.argmax(logits)
+    scores = logits.float() / params.temperature
     if params.top_k > 0 and params.top_k < scores.shape[-1]:
         kth = torch.topk(scores, params.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -36,7 +41,7 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(0, order, sorted_scores)
     probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return torch.multinomial(probs, 1, generator=generator)[0]
 
 
 def sample_batch(
@@ -45,5 +50,5 @@ def sample_batch(
     """Tokens for a [batch, vocab] logits tensor, one set of parameters per row."""
     if all(p.greedy for p in params):
         return torch.argmax(logits, dim=-1).tolist()
-    rows = logits.float().cpu()
-    return [sample_row(rows[i], p, g) for i, (p, g) in enumerate(zip(params, generators, strict=True))]
+    picks = [sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(params, generators, strict=True))]
+    return torch.stack(picks).tolist()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from modelplex_runtime.constraints import ConstraintSpec
-from modelplex_runtime.engine.batcher import ContinuousBatcher
+from modelplex_runtime.engine.batcher import ContinuousBatcher, Core
 from modelplex_runtime.engine.grammar import Compiled, GrammarCompiler
-from modelplex_runtime.engine.loading import cpu_thread_policy
+from modelplex_runtime.engine.kv_slots import SlotCache
+from modelplex_runtime.engine.loading import cpu_thread_policy, kv_cache_budget, thread_setter
 from modelplex_runtime.engine.logprobs import TokenTexts
+from modelplex_runtime.engine.packed_core import PackedCore
+from modelplex_runtime.engine.packed_setup import enable_packed
+from modelplex_runtime.engine.padded_core import PaddedCore
+from modelplex_runtime.engine.sequence import Generation
 from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine_api import (
+    BatchStats,
     EngineOptions,
     GenerationHandle,
     ModelInfo,
@@ -21,6 +29,8 @@ from modelplex_runtime.engine_api import (
     TokenEvent,
 )
 from modelplex_runtime.errors import bad_request
+
+log = logging.getLogger("modelplex_runtime.engine")
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -36,25 +46,45 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+CoreFactory = Callable[[Callable[[Generation], None]], Core]
+
+
+def batch_path(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
+               options: EngineOptions) -> tuple[CoreFactory, ModelInfo]:
+    """The batch path for this model (packed when it can run it, else padded) and the model's info with
+    that path, and on the packed path the KV cache's size, in ``extra``."""
+    threads = thread_setter(cpu_thread_policy(options.cpu_threads)) if device.type == "cpu" else None
+    eos = eos_token_ids(model, tokenizer)
+    texts = TokenTexts(tokenizer)
+    shape = enable_packed(model, device) if options.batch_path == "auto" else "the padded path was asked for"
+    if isinstance(shape, str):
+        log.info("this model runs on the padded batch path", extra={"reason": shape})
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        return (lambda requeue: PaddedCore(model, eos, int(pad), device, options.max_batch_size, threads_for=threads,
+                                           on_step=options.on_step, token_texts=texts),
+                replace(info, extra={**info.extra, "batch_path": "padded"}))
+    budget = kv_cache_budget(device, options.kv_cache_bytes) // shape.bytes_per_token
+    # a request that could never fit the KV cache is refused up front, like one past the context
+    info = replace(info, max_model_len=min(info.max_model_len, budget - 1),
+                   extra={**info.extra, "batch_path": "packed", "kv_cache_tokens": budget})
+    cache = SlotCache(shape, budget, options.max_batch_size)
+    return (lambda requeue: PackedCore(model, cache, eos, options.max_step_tokens, info.max_model_len, requeue,
+                                       threads_for=threads, on_step=options.on_step, token_texts=texts), info)
+
+
 class TextEngine(TokenizerMixin):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
                  options: EngineOptions) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.info = info
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         eos = eos_token_ids(model, tokenizer)
         self._grammars = GrammarCompiler(tokenizer, info.vocab_size or len(tokenizer), eos)
+        make_core, self.info = batch_path(model, tokenizer, info, device, options)
         self._batcher = ContinuousBatcher(
-            model,
+            make_core,
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-            eos_ids=eos,
-            pad_id=int(pad),
             device=device,
             max_batch_size=options.max_batch_size,
-            on_step=options.on_step,
-            threads_for=cpu_thread_policy(options.cpu_threads) if device.type == "cpu" else None,
-            token_texts=TokenTexts(tokenizer),
             decode_special=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
             stall_seconds=options.stall_seconds,
         )
@@ -92,6 +122,9 @@ class TextEngine(TokenizerMixin):
 
     def running(self) -> int:
         return self._batcher.running()
+
+    def batch_stats(self) -> BatchStats:
+        return self._batcher.core.stats()
 
     def shutdown(self) -> None:
         self._batcher.shutdown()

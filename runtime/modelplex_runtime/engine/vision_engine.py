@@ -16,7 +16,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCri
 from transformers.generation.streamers import BaseStreamer
 
 from modelplex_runtime.engine import loading
-from modelplex_runtime.engine.batcher import Generation
+from modelplex_runtime.engine.sequence import Generation
 from modelplex_runtime.engine.text_engine import eos_token_ids
 from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine.worker import JobWorker
@@ -146,6 +146,9 @@ class VisionEngine(TokenizerMixin):
 
     def running(self) -> int:
         return self._busy
+
+    def batch_stats(self) -> None:
+        return None
 
     def shutdown(self) -> None:
         self._worker.shutdown()
