@@ -5,11 +5,11 @@
     python -m benchmarks --smoke      # tiny sizes, for the test suite (without vLLM: engines is left out)
     python -m benchmarks --only routing,holding --repeats 5 --out /tmp/bench
 
-vLLM (the engines comparison, and the vLLM backend of the routing one) runs from $MODELPLEX_BENCH_VLLM_PYTHON,
-else from the venv of .ci/vllm-venv.sh (created on first use).
-
-Peers (LiteLLM proxy, vllm-router) are found in $MODELPLEX_BENCH_PEER_BIN, /work/venv-peers/bin, this
-Python's bin folder or PATH; a peer that is missing or fails is recorded on the page with its error.
+Peers run from virtualenvs of their own (benchmarks/peers.py): LiteLLM proxy and vllm-router from
+$MODELPLEX_BENCH_PEER_BIN, else .venv-peers; vLLM's CPU build (the engines and throughput comparisons, and
+the vLLM backend of the routing one) from $MODELPLEX_BENCH_VLLM_PYTHON, else the venv of .ci/vllm-venv.sh.
+Full and quick runs create the missing venvs first (a few minutes, once); the smoke run uses what is
+there. A peer that is missing or fails is recorded on the page with its error.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from benchmarks import (
     engines,
     holding,
     memory_unload,
+    peers,
     routing_overhead,
     scale_from_zero,
     structured,
     throughput,
+    throughput_report,
     vllm_engine,
 )
 from benchmarks.report import Section, extract_section, machine, merge_sections, render_page, write
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(only) - set(COMPARISONS)
     if unknown:
         parser.error(f"unknown comparison(s): {', '.join(sorted(unknown))}; choose from {', '.join(COMPARISONS)}")
+    if run_mode != "smoke":
+        peers.prepare(only)
     sz = sizes(run_mode, args.repeats)
     img = args.out / "img"
     started = time.time()
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         plan: dict[str, tuple[str, Callable[[], Section]]] = {
             "routing": ("Routing overhead", routing),
             "scale": ("Scale from zero", lambda: scale_from_zero.section(tiny(), sz["scale"], img)),
-            "throughput": ("Runtime throughput vs transformers serve", lambda: throughput.section(sz["throughput"], img)),
+            "throughput": (throughput_report.TITLE, lambda: throughput_report.section(sz["throughput"], img)),
             "structured": ("Constrained decoding", lambda: structured.section(sz["structured"])),
             "memory": ("Unload frees memory", lambda: memory_unload.section(tiny(), sz["memory"], img)),
             "holding": ("Holding requests", lambda: holding.section(sz["holding"], img)),

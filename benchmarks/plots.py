@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 # one colour per path/server in every plot, so a reader can compare panels at a glance
 COLORS = {"direct": "tab:gray", "modelplex": "tab:blue", "modelplex runtime": "tab:blue", "litellm": "tab:orange",
           "vllm-router": "tab:green", "transformers serve": "tab:orange",
-          "transformers serve --continuous-batching": "tab:red", "offline limit": "tab:gray"}
+          "transformers serve --continuous-batching": "tab:red", "offline limit": "tab:gray",
+          "vLLM (CPU)": "tab:green"}
 
 
 def _med(vals: list[float]) -> float:
@@ -89,4 +90,18 @@ def lines(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabe
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def throughput(groups: list[str], tps: dict[str, list[float]], ttft: dict[str, list[float]], offline: float,
+               title: str, path: Path) -> None:
+    """Tokens/s per server and concurrency (the offline limit as a line) beside time to first token."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4))
+    _bars(left, groups, tps, "generated tokens/s", f"{title}: throughput (higher is better)")
+    if not math.isnan(offline):
+        left.axhline(offline, color=COLORS["offline limit"], linestyle="--", label="offline limit")
+        left.legend(fontsize=8)
+    _bars(right, groups, {k: [v * 1000 for v in vals] for k, vals in ttft.items()}, "ms",
+          f"{title}: time to first token, p50 (lower is better)")
+    right.set_yscale("log")
     _save(fig, path)

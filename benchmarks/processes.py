@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 PEER_BIN_ENV = "MODELPLEX_BENCH_PEER_BIN"
-DEFAULT_PEER_BIN = Path("/work/venv-peers/bin")
+DEFAULT_PEER_BIN = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin"  # made by benchmarks.peers
 
 
 def free_port() -> int:
@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 def find_tool(name: str) -> str | None:
-    """A peer's executable: in $MODELPLEX_BENCH_PEER_BIN when set (only there), else in /work/venv-peers/bin,
+    """A peer's executable: in $MODELPLEX_BENCH_PEER_BIN when set (only there), else in .venv-peers/bin,
     this Python's bin folder, or on PATH."""
     if os.environ.get(PEER_BIN_ENV):
         path = Path(os.environ[PEER_BIN_ENV]) / name

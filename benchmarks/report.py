@@ -87,14 +87,13 @@ def render_page(sections: list[Section], command: str, started: float, img_prefi
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {time.time() - started:.0f} s. "
         f"Machine: {machine()}.",
         "",
-        "Sizes: `--smoke` (seconds, for the test suite; it leaves out `engines`), `--quick` (a few minutes), full by "
-        "default; `--repeats N`, `--only routing,scale,throughput,structured,memory,holding,engines`, `--out DIR`. vLLM "
-        "runs from `$MODELPLEX_BENCH_VLLM_PYTHON`, else from the venv `bash .ci/vllm-venv.sh` makes. Raw figures go to "
-        "`benchmarks.json` next to this page. The peers run from their own virtualenv, because `litellm[proxy]` "
-        "pins `huggingface_hub<2` and `rich<14` and would downgrade both in the runtime's environment:",
-        "",
-        "    python -m venv /work/venv-peers && /work/venv-peers/bin/pip install 'litellm[proxy]' vllm-router",
-        "    export MODELPLEX_BENCH_PEER_BIN=/work/venv-peers/bin   # optional: that folder is the default, then this Python's bin, then PATH",
+        "Sizes: `--smoke` (seconds, for the test suite; it leaves out `engines` and vLLM), `--quick` (a few minutes), "
+        "full by default; `--repeats N`, `--only routing,scale,throughput,structured,memory,holding,engines`, "
+        "`--out DIR`. Raw figures go to `benchmarks.json` next to this page. The peers run from virtualenvs of their "
+        "own, which the full and quick runs create when they are missing (`benchmarks/peers.py`): LiteLLM and "
+        "vllm-router in `.venv-peers` (`litellm[proxy]` pins `huggingface_hub<2` and `rich<14` and would downgrade "
+        "both in the runtime's environment), vLLM's CPU build in the venv of `.ci/vllm-venv.sh`. "
+        "`MODELPLEX_BENCH_PEER_BIN` and `MODELPLEX_BENCH_VLLM_PYTHON` point at existing installs instead.",
         "",
         "A peer that is missing or fails to start is recorded in its section with the error; the rest still run.",
         "",

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -55,7 +56,14 @@ _WORDS = "the quick brown fox jumps over lazy dog models are loaded on demand an
 
 
 def make_prompts(cfg: Config) -> list[str]:
-    return [" ".join(_WORDS[(i + j) % len(_WORDS)] for j in range(cfg.prompt_words)) for i in range(cfg.prompts)]
+    """``cfg.prompts`` distinct prompts of ``cfg.prompt_words`` words (seeded, so every run sends the same).
+
+    Distinct from their first words on: a server with a prefix cache (vLLM's is on by default) finds
+    nothing to reuse between requests, as with real users' prompts. Prompts repeated across requests
+    would let it skip most of the prefill work that the other servers do.
+    """
+    rnd = random.Random(0)
+    return [" ".join(rnd.choice(_WORDS) for _ in range(cfg.prompt_words)) for _ in range(cfg.prompts)]
 
 
 def _free_port() -> int:
@@ -67,15 +75,18 @@ def _free_port() -> int:
 class Offline:
     """The baselines, in this process: one batched ``generate`` call, and a loop of single ``generate`` calls."""
 
-    def __init__(self, model_dir: Path, prompts: list[str], max_tokens: int) -> None:
+    def __init__(self, model_dir: Path, prompts: list[str], max_tokens: int, device: str = "cpu",
+                 dtype: str = "f32") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
+        self.device = device
         self.default_threads = torch.get_num_threads()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype={"f32": torch.float32, "bf16": torch.bfloat16}[dtype]).to(device).eval()
         self.prompts = prompts
         self.max_tokens = max_tokens
         self.gen = {"max_new_tokens": max_tokens, "min_new_tokens": max_tokens, "do_sample": False,
@@ -86,7 +97,7 @@ class Offline:
         prompts = prompts or self.prompts
         self.torch.set_num_threads(threads)
         with self.torch.inference_mode():
-            enc = self.tok(prompts, return_tensors="pt", padding=True)
+            enc = self.tok(prompts, return_tensors="pt", padding=True).to(self.device)
             started = time.perf_counter()
             out = self.model.generate(**enc, **self.gen)
             elapsed = time.perf_counter() - started
@@ -133,8 +144,8 @@ async def served_run(url: str, prompts: list[str], concurrency: int, max_tokens:
             await conn.close()
 
     warm = StreamingConnection(url)
-    try:
-        await stream_completion(warm, _body(prompts[0], 2, extra))
+    try:  # a prompt of its own, so that no measured request finds it in a prefix cache
+        await stream_completion(warm, _body("warm up " * 4, 2, extra))
     finally:
         await warm.close()
     started = time.perf_counter()

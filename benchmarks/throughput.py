@@ -1,28 +1,60 @@
-"""Comparison 3 — runtime throughput against ``transformers serve`` and the offline ``model.generate`` limit.
+"""Comparison 3 — runtime throughput: the modelplex runtime against vLLM's CPU build, ``transformers serve``
+(plain and continuous batching) and the offline ``model.generate`` limit, on three model shapes.
 
-Reuses ``runtime_throughput`` (prompts, the offline baseline, the streaming client, the runtime launcher);
-this module adds the peers and the concurrency sweep.
+- tiny: the shape the earlier figures used (hidden 256), where per-token overhead decides;
+- hidden 1024, 8 layers, 16 heads: a realistic width, where the model's compute decides;
+- hidden 2048, 16 layers, 32 heads: a larger one, in bf16 when this CPU runs bf16 matmuls at least at
+  80% of the speed of f32 (checked at the start of the run), else f32.
+
+Servers run one at a time, each over the same distinct prompts (``runtime_throughput.make_prompts``),
+with the same lean streaming client. Measurement lives here; the page's section is built by
+``throughput_report``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
+import gc
 import tempfile
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import plots
+from benchmarks import runtime_profile
 from benchmarks import runtime_throughput as rt
-from benchmarks.processes import Proc, start_server
-from benchmarks.report import Section, median, spread
+from benchmarks import served_peers as sp
 
-SERVERS = ("modelplex runtime", "transformers serve", "transformers serve --continuous-batching")
-# The runtime's default sends a stream's tokens at most every 20 ms; this row shows the cost of one chunk
-# per token (what transformers serve sends) at concurrency 16.
-PER_TOKEN = "modelplex runtime, a chunk per token (`--stream-interval-ms 0`)"
+# A server whose point took longer than this is not measured at higher concurrencies (plain
+# `transformers serve` runs one request at a time, so its time grows with the number of requests).
+POINT_LIMIT_S = 900.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    prompt_words: int
+    max_tokens: int
+    concurrency: tuple[int, ...]
+    per_user: int  # requests per simulated user at each point (at least min_requests in all)
+    min_requests: int
+    repeats: int
+    servers: tuple[str, ...]
+    plain_serve_up_to: int  # plain transformers serve is measured up to this concurrency
+    kv_cache_gib: int  # the KV cache bound, the same for the modelplex runtime and vLLM (whole GiB for vLLM)
+    pairs: int = 0  # served runs at c16 sandwiched between offline runs (the goal against offline generate)
+    dtype: str = "f32"  # "auto": bf16 if this CPU runs it well, else f32
+    profile: tuple[int, int] | None = None  # (prompts, tokens) of the profile of both batch paths
+
+    def requests(self, c: int) -> int:
+        return max(self.min_requests, self.per_user * c)
+
+    @property
+    def c16(self) -> int:
+        return 16 if 16 in self.concurrency else max(self.concurrency)
 
 
 @dataclass
@@ -31,191 +63,125 @@ class Sizes:
     repeats: int
 
     @property
-    def pairs(self) -> int:
-        """Back-to-back (offline, served at concurrency 16) measurements per repeat."""
-        return 5 if self.mode == "full" else 1
-
-    @property
-    def config(self) -> rt.Config:
-        if self.mode == "full":
-            return rt.Config(hidden_size=256, layers=4, prompts=8 * 64, prompt_words=24, max_tokens=32,
-                             concurrency=(1, 4, 16, 64), repeats=self.repeats)
+    def shapes(self) -> list[Shape]:
+        r = self.repeats
+        if self.mode == "smoke":
+            return [Shape("tiny", 64, 1, 4, 8, 4, (1, 4), 2, 8, r, (sp.MODELPLEX, sp.TF_CB, sp.TF_SERVE), 4, 1,
+                          pairs=1, profile=(4, 4))]
         if self.mode == "quick":
-            return rt.Config(hidden_size=128, layers=2, prompts=8 * 64, prompt_words=16, max_tokens=16,
-                             concurrency=(1, 4, 16, 64), repeats=self.repeats)
-        return rt.Config(hidden_size=64, layers=1, prompts=8, prompt_words=8, max_tokens=4, concurrency=(1, 4),
-                         repeats=self.repeats)
+            return [Shape("tiny", 256, 2, 4, 16, 16, (1, 4, 16, 64), 8, 8, r, sp.ALL, 64, 1, pairs=1),
+                    Shape("hidden 1024", 1024, 8, 16, 200, 64, (1, 16), 1, 4, 1, (sp.MODELPLEX, sp.VLLM), 1, 2,
+                          profile=(8, 8))]
+        conc = (1, 4, 16, 32, 64)
+        return [Shape("tiny", 256, 4, 4, 24, 32, conc, 8, 8, r, sp.ALL, 64, 1, pairs=5),
+                Shape("hidden 1024", 1024, 8, 16, 200, 64, conc, 2, 8, 1, sp.ALL, 4, 2, profile=(16, 32)),
+                Shape("hidden 2048", 2048, 16, 32, 200, 64, conc, 1, 4, 1, sp.ALL, 1, 6, dtype="auto")]
 
 
-def start_transformers_serve(model_dir: Path, continuous: bool) -> Proc:
-    exe = str(Path(sys.executable).parent / "transformers")
-    return start_server(
-        lambda port: [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                      "--log-level", "warning", *(["--continuous-batching"] if continuous else [])],
-        "/health", 180)
+def bf16_speed() -> float:
+    """bf16 matmul speed as a share of f32's on this CPU (a 256 x 2048 x 2048 product, best of 3)."""
+    import torch
+
+    def best(dtype: Any) -> float:
+        a, b = torch.randn(256, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(torch.float32) / best(torch.bfloat16)
 
 
-def _sweep(url: str, prompts: list[str], cfg: rt.Config, extra: dict[str, Any] | None) -> dict[int, dict[str, float]]:
-    out = {}
-    for c in cfg.concurrency:
-        # Eight requests per simulated user: a steady state long enough that the first wave's staggered
-        # arrivals and the last wave's tail do not decide the figure.
-        n = min(len(prompts), max(8, 8 * c))
-        out[c] = asyncio.run(rt.served_run(url, prompts[:n], c, cfg.max_tokens, extra))
-    return out
+def _sweep(url: str, prompts: list[str], shape: Shape, extra: dict[str, Any] | None,
+           concurrency: tuple[int, ...]) -> tuple[dict[int, dict[str, float]], str | None]:
+    out: dict[int, dict[str, float]] = {}
+    for c in concurrency:
+        started = time.perf_counter()
+        out[c] = asyncio.run(rt.served_run(url, prompts[: shape.requests(c)], c, shape.max_tokens, extra))
+        if time.perf_counter() - started > POINT_LIMIT_S and c != concurrency[-1]:
+            return out, f"stopped after concurrency {c}, which took {time.perf_counter() - started:.0f} s"
+    return out, None
 
 
-def measure(sizes: Sizes) -> dict[str, Any]:
+def _runtime_pairs(url: str, prompts: list[str], shape: Shape, offline: rt.Offline,
+                   ) -> list[tuple[float, dict[str, float]]]:
+    """Served runs at c16, each between two offline runs (their mean is its baseline): on a shared machine
+    whose speed drifts between minutes, the ratio of neighbours is a steadier estimate than the ratio of
+    medians taken minutes apart, and the sandwich cancels a drift during the served run."""
+    paired = []
+    for _ in range(shape.pairs):
+        before = offline.batched(offline.default_threads)
+        served = asyncio.run(rt.served_run(url, prompts[: shape.requests(shape.c16)], shape.c16, shape.max_tokens))
+        after = offline.batched(offline.default_threads)
+        paired.append(((before + after) / 2, served))
+    return paired
+
+
+def measure_shape(shape: Shape, workdir: Path) -> dict[str, Any]:
     from modelplex_runtime.engine.tiny import make_tiny_llama
 
-    cfg = sizes.config
-    c16 = _c16(cfg)
-    runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in cfg.concurrency} for s in SERVERS}
-    offline_runs: list[float] = []
-    # (offline tokens/s, served run at c16) measured back to back, for the default and a chunk per token
-    pairs: dict[str, list[tuple[float, dict[str, float]]]] = {"default": [], "per_token": []}
-    errors: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_tiny_llama(Path(tmp) / "model", hidden_size=cfg.hidden_size, num_layers=cfg.layers,
-                                    num_heads=max(4, cfg.hidden_size // 64))
-        prompts = rt.make_prompts(cfg)
-        batch = min(16, len(prompts))
-        offline = rt.Offline(model_dir, prompts[:batch], cfg.max_tokens)
-        for repeat in range(cfg.repeats):
-            # Rotate the order so that no server always runs right after the same one, and measure the
-            # offline limit right before modelplex's sweep, so each repeat's ratio compares neighbours.
-            for server in SERVERS[repeat % len(SERVERS):] + SERVERS[:repeat % len(SERVERS)]:
-                if server in errors:
-                    continue
+    result: dict[str, Any] = {"shape": shape.__dict__, "errors": {}, "notes": {}}
+    dtype = shape.dtype
+    if dtype == "auto":
+        result["bf16_speed"] = bf16_speed()
+        dtype = "bf16" if result["bf16_speed"] >= 0.8 else "f32"
+    result["dtype"] = dtype
+    model_dir = make_tiny_llama(workdir / shape.name.replace(" ", "-"), hidden_size=shape.hidden,
+                                num_layers=shape.layers, num_heads=shape.heads)
+    most = max(shape.requests(c) for c in shape.concurrency)
+    prompts = rt.make_prompts(rt.Config(shape.hidden, shape.layers, most, shape.prompt_words, shape.max_tokens,
+                                        shape.concurrency, shape.repeats))
+    setup = sp.ModelSetup(model_dir, dtype, shape.kv_cache_gib, max(shape.concurrency))
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in shape.concurrency} for s in shape.servers}
+    result.update(runs=runs, offline=[], pairs={"default": [], "per_token": []})
+    batch = min(16, len(prompts))
+    result["offline_batch"] = batch
+    offline: rt.Offline | None = rt.Offline(model_dir, prompts[:batch], shape.max_tokens, dtype=dtype)
+    if shape.profile:
+        n, tokens = shape.profile
+        result["profile"] = {path: runtime_profile.profile_path(model_dir, path, prompts[:n], tokens)
+                             for path in ("padded", "auto")}
+    for repeat in range(shape.repeats):
+        assert offline is not None
+        result["offline"].append(offline.batched(offline.default_threads))
+        if not shape.pairs:  # the offline model is only needed between served runs for the pairs
+            offline = None
+            gc.collect()
+        servers = shape.servers[repeat % len(shape.servers):] + shape.servers[: repeat % len(shape.servers)]
+        for server in servers:
+            if server in result["errors"]:
+                continue
+            conc = tuple(c for c in shape.concurrency if server != sp.TF_SERVE or c <= shape.plain_serve_up_to)
+            try:
+                proc, extra = sp.start(server, setup)
                 try:
-                    if server == "modelplex runtime":
-                        offline_runs.append(offline.batched(offline.default_threads))
-                        sweep, paired = _runtime_session(model_dir, prompts, cfg, (), offline, sizes.pairs)
-                        pairs["default"] += paired
-                        _, paired = _runtime_session(model_dir, prompts, replace(cfg, concurrency=(c16,)),
-                                                     ("--stream-interval-ms", "0"), offline, sizes.pairs, sweep=False)
-                        pairs["per_token"] += paired
-                    else:
-                        proc = start_transformers_serve(model_dir, continuous=server.endswith("batching"))
-                        try:
-                            sweep = _sweep(proc.url, prompts, cfg, {"model": str(model_dir)})
-                        finally:
-                            proc.stop()
-                except Exception as exc:
-                    errors[server] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
-                    continue
-                for c, r in sweep.items():
-                    runs[server][c].append(r)
-    return {"config": cfg, "runs": runs, "pairs": pairs, "offline": offline_runs, "offline_batch": batch,
-            "errors": errors}
+                    sweep, note = _sweep(proc.url, prompts, shape, extra, conc)
+                    if server == sp.MODELPLEX and shape.pairs and offline is not None:
+                        result["pairs"]["default"] += _runtime_pairs(proc.url, prompts, shape, offline)
+                finally:
+                    proc.stop()
+                if server == sp.MODELPLEX and shape.pairs and offline is not None:
+                    proc, _ = sp.start(server, setup, ("--stream-interval-ms", "0"))
+                    try:
+                        asyncio.run(rt.served_run(proc.url, prompts[: 2 * shape.c16], shape.c16, shape.max_tokens))
+                        result["pairs"]["per_token"] += _runtime_pairs(proc.url, prompts, shape, offline)
+                    finally:
+                        proc.stop()
+            except Exception as exc:
+                result["errors"][server] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+                continue
+            if note:
+                result["notes"][server] = note
+            for c, r in sweep.items():
+                runs[server][c].append(r)
+        if offline is None and repeat + 1 < shape.repeats:
+            offline = rt.Offline(model_dir, prompts[:batch], shape.max_tokens, dtype=dtype)
+    return result
 
 
-def _c16(cfg: rt.Config) -> int:
-    return 16 if 16 in cfg.concurrency else max(cfg.concurrency)
-
-
-def _runtime_session(model_dir: Path, prompts: list[str], cfg: rt.Config, args: tuple[str, ...],
-                     offline: rt.Offline, pairs: int, sweep: bool = True,
-                     ) -> tuple[dict[int, dict[str, float]], list[tuple[float, dict[str, float]]]]:
-    """One runtime process: the concurrency sweep, then ``pairs`` served runs at c16, each between two
-    offline runs (their mean is its baseline). On a shared machine whose speed drifts between minutes,
-    the ratio of neighbours is a steadier estimate than the ratio of medians taken minutes apart, and
-    the sandwich cancels a drift during the served run."""
-    popen, url, _, _ = rt.start_runtime(model_dir, max(cfg.concurrency), args)
-    c16 = _c16(cfg)
-    n = min(len(prompts), max(8, 8 * c16))
-    try:
-        result = _sweep(url, prompts, cfg, None) if sweep else {}
-        if not sweep:  # the sweep doubles as warm-up; without it, warm up on a short run
-            asyncio.run(rt.served_run(url, prompts[:2 * c16], c16, cfg.max_tokens, None))
-        paired = []
-        for _ in range(pairs):
-            before = offline.batched(offline.default_threads)
-            served = asyncio.run(rt.served_run(url, prompts[:n], c16, cfg.max_tokens, None))
-            after = offline.batched(offline.default_threads)
-            paired.append(((before + after) / 2, served))
-        return result, paired
-    finally:
-        popen.send_signal(signal.SIGTERM)
-        popen.wait(60)
-
-
-def section(sizes: Sizes, img_dir: Path) -> Section:
-    res = measure(sizes)
-    cfg: rt.Config = res["config"]
-    runs = res["runs"]
-    sec = Section("Runtime throughput vs transformers serve")
-    sec.intro = [
-        f"Generated tokens/s over streaming `/v1/completions` at concurrency {', '.join(map(str, cfg.concurrency))} "
-        f"(8 × concurrency requests per point, at least 8; {cfg.max_tokens} tokens each, greedy) on a random tiny "
-        f"Llama (hidden {cfg.hidden_size}, {cfg.layers} layers, f32 on CPU); {cfg.repeats} repeat(s), servers "
-        "run one at a time. The modelplex runtime ignores EOS (`ignore_eos`); `transformers serve` rejects that "
-        "field, so it is credited the tokens its usage reports. Offline limit: one left-padded "
-        f"`model.generate` over {res['offline_batch']} prompts in the benchmark process (code shared with "
-        "`benchmarks/runtime_throughput.py`). Load generator: `benchmarks/sse_client.py`, a lean asyncio HTTP/1.1 "
-        "client with one keep-alive connection per simulated user, the same for every server. It shares the 2 "
-        "cores with the server, so its CPU comes out of the served figures: at concurrency 16 it takes about 5% "
-        "of a core, where httpx's streaming client took about 21% (and the runtime reached 71-74% of offline "
-        "instead of 83% in a side-by-side run). The runtime runs with its defaults, which send a stream's tokens "
-        "at most every 20 ms (`--stream-interval-ms`; the first token and the finish at once), so its chunks carry "
-        "a few tokens each where `transformers serve` sends one per token; the row marked `--stream-interval-ms 0` "
-        "is the runtime sending one chunk per token. The ratio to the offline limit is judged on back-to-back "
-        f"measurements: after its sweep, each runtime process serves concurrency {_c16(cfg)} again "
-        f"{sizes.pairs} time(s), each time between two offline runs whose mean is its baseline, because this "
-        "machine's speed drifts by a fifth or more between minutes.",
-    ]
-    for server, reason in res["errors"].items():
-        sec.notes.append(f"- **{server} failed:** `{reason}`")
-    rows = [["offline batched `model.generate`", f"{res['offline_batch']} (one batch)", spread(res["offline"]), "", ""]]
-    for server in SERVERS:
-        for c in cfg.concurrency:
-            rr = runs[server][c]
-            if rr:
-                rows.append([server, str(c), spread([r["tps"] for r in rr]),
-                             spread([r["ttft_p50"] for r in rr], 1000, 0), spread([r["ttft_p99"] for r in rr], 1000, 0)])
-        per_token = [r for _, r in res["pairs"]["per_token"]]
-        if server == SERVERS[0] and per_token:
-            rows.append([PER_TOKEN, str(_c16(cfg)), spread([r["tps"] for r in per_token]),
-                         spread([r["ttft_p50"] for r in per_token], 1000, 0),
-                         spread([r["ttft_p99"] for r in per_token], 1000, 0)])
-    sec.table("", ["server", "concurrency", "tokens/s", "TTFT p50 ms", "TTFT p99 ms"], rows)
-
-    def tps(server: str, c: int) -> float:
-        return median([r["tps"] for r in runs[server][c]])
-
-    mine = "modelplex runtime"
-    peers = [s for s in SERVERS[1:] if all(runs[s][c] for c in cfg.concurrency)]
-    if runs[mine][cfg.concurrency[0]]:
-        ahead = all(tps(mine, c) > tps(p, c) for p in peers for c in cfg.concurrency)
-        detail = "; ".join(f"c={c}: {tps(mine, c):.0f} vs " + " / ".join(f"{tps(p, c):.0f}" for p in peers)
-                           for c in cfg.concurrency)
-        sec.goals.append(f"Goal: ahead of `transformers serve` (plain / continuous batching) at every concurrency "
-                         f"({detail}) -> {'met' if ahead and peers else 'NOT met' if peers else 'not evaluated'}.")
-        c16 = _c16(cfg)
-        ratio = tps(mine, c16) / median(res["offline"])
-        paired = [r["tps"] / base for base, r in res["pairs"]["default"]]
-        if paired:
-            met = median(paired) >= 0.8
-            sec.goals.append(
-                f"Goal: at least 80% of the offline limit at concurrency {c16}: {median(paired):.0%} "
-                f"(median of {len(paired)} served runs, each over the mean of the offline runs just before and after it, in "
-                f"{cfg.repeats} runtime process(es); range "
-                f"{min(paired):.0%}–{max(paired):.0%}; median of the sweep's row over the median offline figure: "
-                f"{ratio:.0%}) -> {'met' if met else 'NOT met'}.")
-        per_token = [r["tps"] / base for base, r in res["pairs"]["per_token"]]
-        if per_token:
-            sec.goals.append(
-                f"With a chunk per token (`--stream-interval-ms 0`) the runtime reaches {median(per_token):.0%} of "
-                f"the offline limit at concurrency {c16} (range {min(per_token):.0%}–{max(per_token):.0%}, same "
-                "pairing): the default sends a stream's tokens at most every 20 ms (the first token and the finish "
-                "at once), which leaves that HTTP work to the model.")
-    name = "throughput.png"
-    plots.grouped([f"c={c}" for c in cfg.concurrency],
-                  {s: [tps(s, c) if runs[s][c] else float("nan") for c in cfg.concurrency] for s in SERVERS}
-                  | {"offline limit": [median(res["offline"])] * len(cfg.concurrency)},
-                  "generated tokens/s", "Served throughput on the same tiny model and prompts (higher is better)",
-                  img_dir / name)
-    sec.plots.append(name)
-    sec.data = {"runs": runs, "pairs": res["pairs"], "offline": res["offline"], "errors": res["errors"],
-                "config": cfg.__dict__}
-    return sec
+def measure(sizes: Sizes) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [measure_shape(shape, Path(tmp)) for shape in sizes.shapes]

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("Routing overhead", "Scale from zero", "Runtime throughput vs transformers serve", "Constrained decoding",
-            "Unload frees memory",
+SECTIONS = ("Routing overhead", "Scale from zero", "Runtime throughput vs vLLM and transformers serve",
+            "Constrained decoding", "Unload frees memory",
             "Holding requests")
 PLOTS = ("routing_overhead.png", "scale_from_zero.png", "throughput.png", "memory_unload.png", "holding.png")
 
