@@ -97,11 +97,15 @@ def resolve_model_name(requested: str | None, served_name: str, pipeline_name: s
     )
 
 
-def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int, param: str = "messages") -> int:
-    """The number of tokens to generate; 400 naming both lengths when the request cannot fit."""
+def check_not_empty(prompt_len: int, param: str = "messages") -> None:
     if prompt_len == 0:
         # A model cannot continue nothing (no BOS token, an empty template): found by fuzzing.
         raise bad_request("the prompt is empty (0 tokens); send some text to continue", param=param)
+
+
+def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int, param: str = "messages") -> int:
+    """The number of tokens to generate; 400 naming both lengths when the request cannot fit."""
+    check_not_empty(prompt_len, param)
     if prompt_len >= max_model_len:
         raise bad_request(
             f"the prompt is {prompt_len} tokens but this model's context is {max_model_len} tokens "

@@ -53,7 +53,16 @@ def text(events: list[TokenEvent]) -> str:
     return "".join(e.text for e in events)
 
 
-def test_logprobs_agree_with_a_direct_forward_pass(engine: Any) -> None:
+@pytest.fixture(scope="module")
+def reference(tiny_llama_dir: Path) -> Any:
+    """The same weights in a model of their own, with transformers' own attention (the engine's model is
+    switched to the packed attention on the packed path)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
+
+
+def test_logprobs_agree_with_a_direct_forward_pass(engine: Any, reference: Any) -> None:
     prompt = engine.tokenize_text("The quick brown fox")
     events = run(engine, [prompt], SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=3))[0][0]
     logprobs = [lp for e in events for lp in (e.logprobs or [])]
@@ -61,7 +70,7 @@ def test_logprobs_agree_with_a_direct_forward_pass(engine: Any) -> None:
     ids = list(prompt)
     with torch.inference_mode():
         for lp in logprobs:
-            row = torch.log_softmax(engine.model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+            row = torch.log_softmax(reference(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
             token = int(torch.argmax(row))
             assert engine.tokenizer.decode([token], skip_special_tokens=False) == lp.token
             assert lp.logprob == pytest.approx(float(row[token]), abs=1e-4)

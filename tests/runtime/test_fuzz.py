@@ -47,6 +47,8 @@ CORPUS: list[tuple[str, bytes, dict[str, str], int]] = [
         "name": "bad name!"}}]}).encode(), JSON, 400),
     ("/v1/completions", json.dumps({"prompt": [1, "a"]}).encode(), JSON, 400),
     ("/v1/completions", json.dumps({"prompt": [[]]}).encode(), JSON, 400),
+    ("/v1/completions", json.dumps({"prompt": ["hello", ""]}).encode(), JSON, 400),  # once hung the packed path
+    ("/v1/completions", json.dumps({"prompt": [[5, 6], []]}).encode(), JSON, 400),
     ("/v1/chat/completions", b'{"messages": []}', {"content-type": "text/plain"}, 415),
     ("/v1/chat/completions", b'{"messages": []}', {}, 415),
     ("/v1/embeddings", b"input=hi", {"content-type": "application/x-www-form-urlencoded"}, 415),

@@ -225,3 +225,13 @@ def test_cancelled_sequences_leave_and_free_their_slot(tiny: Any) -> None:
         assert all(e.finish_reason is None for e in c.events)
     finally:
         batcher.shutdown()
+
+
+def test_an_empty_prompt_fails_alone_instead_of_waiting_forever(tiny: Any, solo: list[str]) -> None:
+    batcher, _ = _batcher(tiny)
+    try:
+        empty, hello = _run(batcher, [[], _prompts(tiny)[0]])
+        assert empty.events[-1].finish_reason == "error" and "empty" in (empty.events[-1].error or "")
+        assert hello.text == solo[0]
+    finally:
+        batcher.shutdown()

@@ -108,6 +108,8 @@ async def _prompt_ids(engine: Engine, prompt: str | list[int]) -> list[int]:
 
 def _params(engine: Engine, body: CompletionRequest, ids: list[list[int]]) -> SamplingParams:
     limit = engine.info.max_model_len
+    for p in ids:  # every prompt of several: an empty one among them is refused too (found by fuzzing)
+        protocol.check_not_empty(len(p), "prompt")
     longest = max(len(p) for p in ids)
     if body.max_tokens is None:  # OpenAI's default for completions is 16 tokens
         max_tokens = min(16, protocol.check_context(longest, None, limit, "prompt"))

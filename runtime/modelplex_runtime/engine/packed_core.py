@@ -68,6 +68,10 @@ class PackedCore:
                 waiting.popleft()
                 seq.finished = True
                 continue
+            if seq.length == 0:  # nothing to continue from (the request layer refuses these first)
+                waiting.popleft()
+                fail([seq], "the prompt is empty (0 tokens)")
+                continue
             need = seq.length + 1
             if need > self.cache.budget_tokens:
                 waiting.popleft()
