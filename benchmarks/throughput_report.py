@@ -77,21 +77,21 @@ def _goals(sec: Section, res: dict[str, Any]) -> None:
     if points:
         ahead = all(_tps(res, mine, c) > _tps(res, p, c) for p, c in points)
         detail = "; ".join(f"{p} c={c}: {_tps(res, mine, c):.0f} vs {_tps(res, p, c):.0f}" for p, c in points)
-        sec.goals.append(f"{name}: ahead of `transformers serve` at every measured point ({detail}) -> "
+        sec.goals.append(f"Goal ({name}): ahead of `transformers serve` at every measured point ({detail}) -> "
                          f"{'met' if ahead else 'NOT met'}.")
     if sp.VLLM in res["runs"] and any(res["runs"][sp.VLLM][c] for c in conc):
         judged = [c for c in (1, 16, 32) if c in conc and res["runs"][sp.VLLM][c] and res["runs"][mine][c]]
         ratios = {c: _tps(res, mine, c) / _tps(res, sp.VLLM, c) for c in judged}
         if name != "tiny" and judged:
             met = all(r >= VLLM_RATIO_GOAL for r in ratios.values())
-            sec.goals.append(f"{name}: at least {VLLM_RATIO_GOAL}x vLLM's tokens/s at concurrency "
+            sec.goals.append(f"Goal ({name}): at least {VLLM_RATIO_GOAL}x vLLM's tokens/s at concurrency "
                              f"{', '.join(map(str, judged))} ("
                              + ", ".join(f"c={c}: {r:.2f}x" for c, r in ratios.items())
                              + f") -> {'met' if met else 'NOT met'}.")
             c16 = _c16(res)
             if res["runs"][sp.VLLM][c16]:
                 mine_ttft, theirs = _ttft(res, mine, c16), _ttft(res, sp.VLLM, c16)
-                sec.goals.append(f"{name}: time to first token at concurrency {c16} no worse than vLLM's (p50 "
+                sec.goals.append(f"Goal ({name}): time to first token at concurrency {c16} no worse than vLLM's (p50 "
                                  f"{mine_ttft * 1000:.0f} ms vs {theirs * 1000:.0f} ms) -> "
                                  f"{'met' if mine_ttft <= theirs else 'NOT met'}.")
         elif ratios:
@@ -101,7 +101,7 @@ def _goals(sec: Section, res: dict[str, Any]) -> None:
     if paired:
         c16 = _c16(res)
         sec.goals.append(
-            f"{name}: at least 80% of the offline limit at concurrency {c16}: {median(paired):.0%} (median of "
+            f"Goal ({name}): at least 80% of the offline limit at concurrency {c16}: {median(paired):.0%} (median of "
             f"{len(paired)} served runs, each over the mean of the offline runs just before and after it; range "
             f"{min(paired):.0%}–{max(paired):.0%}) -> {'met' if median(paired) >= 0.8 else 'NOT met'}.")
     per_token = [r["tps"] / base for base, r in res["pairs"]["per_token"]]
