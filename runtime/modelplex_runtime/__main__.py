@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         help="Most tokens in one batch step: decode tokens plus prompt chunks (default 512).",
     )
     p.add_argument("--batch-path", choices=["auto", "padded"], help="auto (default): packed when the model allows.")
+    p.add_argument("--cpu-linear", choices=["onednn", "torch"],
+                   help="onednn (default): f32 linears on CPU also use a oneDNN weight for multi-token steps.")
     p.add_argument(
         "--stream-interval-ms",
         type=float,

@@ -75,6 +75,7 @@ def _load_in_background(ctx: RuntimeContext, deps: RuntimeDeps) -> None:
             device=settings.device, max_batch_size=settings.max_batch_size, cpu_threads=settings.cpu_threads,
             kv_cache_bytes=int(settings.kv_cache_gib * 2**30) if settings.kv_cache_gib else None,
             max_step_tokens=settings.max_step_tokens, batch_path=settings.batch_path,
+            cpu_linear=settings.cpu_linear,
             on_step=ctx.metrics.batch_size.observe, stall_seconds=settings.engine_stall_seconds,
         )
         engine = deps.load_engine(ctx.entry, options)

@@ -48,6 +48,12 @@ class RuntimeSettings(BaseSettings):
         description="auto: the packed batch path when the model's attention can run it, else padded; padded: "
         "always the padded path (left-padded batches over transformers' DynamicCache).",
     )
+    cpu_linear: Literal["onednn", "torch"] = Field(
+        default="onednn",
+        description="Linear layers of an f32 text model on CPU: onednn also keeps each weight reordered for oneDNN "
+        "and uses it for steps of 2 tokens or more (faster batches, a second copy of those weights in memory); "
+        "torch: torch's own (MKL) kernels only.",
+    )
     stream_interval_ms: float = Field(
         default=20.0,
         ge=0,

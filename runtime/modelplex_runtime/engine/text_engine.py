@@ -11,6 +11,7 @@ import torch
 
 from modelplex_runtime.constraints import ConstraintSpec
 from modelplex_runtime.engine.batcher import ContinuousBatcher, Core
+from modelplex_runtime.engine.cpu_linear import use_onednn_linears
 from modelplex_runtime.engine.grammar import Compiled, GrammarCompiler
 from modelplex_runtime.engine.kv_slots import SlotCache
 from modelplex_runtime.engine.loading import cpu_thread_policy, kv_cache_budget, thread_setter
@@ -54,6 +55,8 @@ def batch_path(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: 
     """The batch path for this model (packed when it can run it, else padded) and the model's info with
     that path, and on the packed path the KV cache's size, in ``extra``."""
     threads = thread_setter(cpu_thread_policy(options.cpu_threads)) if device.type == "cpu" else None
+    if device.type == "cpu" and options.cpu_linear == "onednn":
+        info = replace(info, extra={**info.extra, "onednn_linears": use_onednn_linears(model)})
     eos = eos_token_ids(model, tokenizer)
     texts = TokenTexts(tokenizer)
     shape = enable_packed(model, device) if options.batch_path == "auto" else "the padded path was asked for"
