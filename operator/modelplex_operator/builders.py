@@ -70,11 +70,9 @@ class Owner:
 
 
 def initial_replicas(entry: ModelEntry) -> int:
-    """Replicas at creation only; afterwards the router owns the count (load, unload, idle)."""
-    k8s = entry.kubernetes or KubernetesSettings()
-    if entry.pinned or entry.preload:
-        return max(k8s.maxReplicas, 1)
-    return k8s.minReplicas
+    """Replicas at creation only; afterwards the router owns the count (load, autoscaling, unload, idle)."""
+    scaling = entry.effective_scaling
+    return scaling.floor if entry.pinned or entry.preload else scaling.min_replicas
 
 
 def _resources(k8s: KubernetesSettings) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from modelplex_spec import ModelEntry
+from modelplex_spec.scaling import DEFAULT_MAX_REPLICAS, DEFAULT_MIN_REPLICAS
 
 GROUP = "modelplex.dev"
 VERSION = "v1alpha1"
@@ -94,11 +95,43 @@ _ENTRY_RULES = [
         "message": "in_situ_quant does not apply to GGUF models: their weights are already quantized",
     },
 ]
-_KUBERNETES_RULES = [
+_REPLICA_ORDER_RULE = {
+    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+    "message": "minReplicas exceeds maxReplicas",
+}
+_KUBERNETES_RULES = [_REPLICA_ORDER_RULE]
+_SCALING_RULES = [_REPLICA_ORDER_RULE]
+
+
+def _given(field: str) -> str:
+    return f"(has(self.scaling) && has(self.scaling.{field}))"
+
+
+def _kube_given(field: str) -> str:
+    return f"(has(self.kubernetes) && has(self.kubernetes.{field}))"
+
+
+def _replicas(field: str, default: int) -> str:
+    """CEL for a replica field as resolve_scaling reads it: the scaling block, else kubernetes, else default."""
+    return (
+        f"({_given(field)} ? self.scaling.{field} : "
+        f"({_kube_given(field)} ? self.kubernetes.{field} : {default}))"
+    )
+
+
+# modelplex_spec.scaling: the two places may not disagree, and the combination must be ordered.
+_REPLICA_SOURCE_RULES = [
+    *(
+        {
+            "rule": f"!{_given(field)} || !{_kube_given(field)} || self.scaling.{field} == self.kubernetes.{field}",
+            "message": f"scaling.{field} contradicts kubernetes.{field}; give it in one place",
+        }
+        for field in ("minReplicas", "maxReplicas")
+    ),
     {
-        "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-        "message": "minReplicas exceeds maxReplicas",
-    }
+        "rule": f"{_replicas('minReplicas', DEFAULT_MIN_REPLICAS)} <= {_replicas('maxReplicas', DEFAULT_MAX_REPLICAS)}",
+        "message": f"minReplicas exceeds maxReplicas (maxReplicas defaults to {DEFAULT_MAX_REPLICAS})",
+    },
 ]
 
 
@@ -114,8 +147,9 @@ def entry_schema() -> dict[str, Any]:
     # CEL rules are priced by the largest input the schema allows; bounded sizes keep the CRD's
     # estimated cost inside the API server's budget.
     props["alias"]["maxLength"] = MAX_ALIAS_LENGTH
-    schema["x-kubernetes-validations"] = _ENTRY_RULES
+    schema["x-kubernetes-validations"] = [*_ENTRY_RULES, *_REPLICA_SOURCE_RULES]
     props["kubernetes"]["x-kubernetes-validations"] = _KUBERNETES_RULES
+    props["scaling"]["x-kubernetes-validations"] = _SCALING_RULES
     return schema
 
 

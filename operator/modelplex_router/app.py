@@ -175,6 +175,7 @@ def create_app(
                 continue
             card = _model_card(coord.api_id)
             card["status"] = coord.status
+            card["replicas"] = replica_counts(coord)
             card.update(_failure_fields(coord))
             data.append(card)
         return {"object": "list", "data": data}
@@ -273,3 +274,12 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def replica_counts(coord: ModelCoordinator) -> dict[str, int]:
+    """``{"desired", "ready"}``: replicas asked for and ready (kept in the metrics too)."""
+    replicas = coord.replicas()
+    counts = {"desired": replicas.desired, "ready": len(replicas.ready)}
+    coord.metrics.replicas_desired.labels(model=coord.api_id).set(counts["desired"])
+    coord.metrics.replicas_ready.labels(model=coord.api_id).set(counts["ready"])
+    return counts

@@ -1,9 +1,11 @@
-"""One model's lifecycle driver: single-flight loads, bounded waiting, back-off, drain accounting, and
-what happens when its runtime dies or hangs.
+"""One model's lifecycle driver: single-flight loads, bounded waiting, back-off, drain accounting,
+changes of its replica count, and what happens when a replica dies or hangs.
 
 Backend-agnostic: all it needs is a ``ModelBackend``. The legal state moves come from
-``lifecycle.transition``, the back-off from ``backoff``; this class adds the waiting and counting around
-them. The periodic checks that call into it (idle unload, crashes, health) live in ``monitor.py``.
+``lifecycle.transition``, the back-off from ``backoff``, which replica takes a request from the
+model's ``ReplicaPool`` (``routing`` policies); this class adds the waiting and counting around them.
+The periodic checks that call into it (idle unload, crashes, health) live in ``monitor.py``, the
+autoscaler that calls ``scale_to`` in ``scaler.py``.
 """
 
 from __future__ import annotations
@@ -11,23 +13,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
-from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, UsageRecorder
+from modelplex_router.backend import (
+    BackendLoadError,
+    BackendObservation,
+    ModelBackend,
+    Replicas,
+    UsageRecorder,
+)
 from modelplex_router.backoff import BackoffPolicy, LoadBackoff
 from modelplex_router.endpoint import Endpoint
 from modelplex_router.errors import LoadFailed, LoadWaitTimeout, TooManyWaiting
 from modelplex_router.lifecycle import Event, ModelState, api_status, transition
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.occupancy import Occupancy
+from modelplex_router.replica_pool import ReplicaPool
 from modelplex_router.settings import RouterSettings
-from modelplex_spec import ModelEntry
+from modelplex_spec import ModelEntry, Scaling
 
 log = logging.getLogger("modelplex_router.lifecycle")
 
 # A reload whose load an unload cancelled starts over after that unload, this many times at most.
 _RELOAD_ATTEMPTS = 3
+# A request for a loaded model with no replica taking requests (all restarting) looks again this often.
+_NO_REPLICA_RECHECK_SECONDS = 1.0
 
 
 class ModelCoordinator:
@@ -46,7 +57,9 @@ class ModelCoordinator:
         self.metrics = metrics
         self.state = ModelState.UNLOADED
         self.error: str | None = None
-        self.endpoint: Endpoint | None = None
+        self.pool = ReplicaPool(api_id, settings.health_check_failures, settings.retry_after_seconds, metrics)
+        self.last_scaling: tuple[float, int, int, str] | None = None
+        """(epoch seconds, from, to, reason) of the last replica count change this router made."""
         # Before any of the model's series exists: they all carry its engine.
         metrics.set_engine(api_id, entry.engine)
         # Several router replicas share the backend's runtimes: tell the others about our uses.
@@ -55,7 +68,7 @@ class ModelCoordinator:
             BackoffPolicy(settings.load_backoff_initial_seconds, settings.load_backoff_max_seconds)
         )
         # Serialises backend start/stop for this model: a load queued behind an unload starts after it.
-        self._lifecycle_lock = asyncio.Lock()
+        self.lifecycle_lock = asyncio.Lock()
         self._load_task: asyncio.Task[None] | None = None
         self._unload_task: asyncio.Task[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,13 +90,26 @@ class ModelCoordinator:
         return self.occupancy.waiting
 
     @property
+    def demand(self) -> int:
+        """Requests in flight plus waiting in this router (the autoscaler's measure of load)."""
+        return self.occupancy.in_flight + self.occupancy.waiting
+
+    @property
+    def scaling(self) -> Scaling:
+        return self.entry.effective_scaling
+
+    def replicas(self) -> Replicas:
+        """The backend's view of the model's replicas (no I/O)."""
+        return self.backend.replicas(self.api_id)
+
+    @property
     def waiting_full(self) -> bool:
         return self.occupancy.waiting >= self.settings.max_waiting_per_model
 
     @property
     def lifecycle_busy(self) -> bool:
         """A load, unload or reap is under way (the monitor leaves the model alone meanwhile)."""
-        return self._lifecycle_lock.locked()
+        return self.lifecycle_lock.locked()
 
     def retry_in(self, now: float | None = None) -> int | None:
         """Whole seconds until a failed model is loaded again automatically; None when not backing off."""
@@ -92,7 +118,7 @@ class ModelCoordinator:
             return None
         return self.backoff.retry_after(now)
 
-    def _move(self, event: Event) -> None:
+    def move(self, event: Event) -> None:
         before = self.state
         self.state = transition(self.state, event)
         self.metrics.set_status(self.api_id, self.state)
@@ -106,30 +132,42 @@ class ModelCoordinator:
 
     # -- serving ----------------------------------------------------------------------------------
 
-    def try_acquire(self) -> Endpoint | None:
-        """The runtime, with the request counted in flight; None when the model must load first."""
-        if self.state is ModelState.LOADED and self.endpoint is not None:
+    def try_acquire(self, affinity: str | None = None, avoid: Collection[Endpoint] = ()) -> Endpoint | None:
+        """A replica for the request, which is counted in flight on it; None when the model must load
+        first (or, loaded, has no replica taking requests right now). ``affinity``: the request's prompt
+        prefix (``affinity``); ``avoid``: replicas that just failed it."""
+        if self.state is not ModelState.LOADED:
+            return None
+        self.pool.sync(self.backend.replicas(self.api_id))
+        endpoint = self.pool.pick(self.scaling, affinity, avoid)
+        if endpoint is not None:
             self.occupancy.enter()
-            return self.endpoint
-        return None
+        return endpoint
 
-    async def acquire(self) -> Endpoint:
-        """Wait (bounded) until the model is loaded, loading it if needed; count the request in flight."""
-        endpoint = self.try_acquire()
+    async def acquire(self, affinity: str | None = None, avoid: Collection[Endpoint] = ()) -> Endpoint:
+        """Wait (bounded) until the model is loaded, loading it if needed, and a replica takes the request;
+        count the request in flight."""
+        endpoint = self.try_acquire(affinity, avoid)
         if endpoint is not None:
             return endpoint
         self.check_can_wait()
         with self.occupancy.waiting_for_load():
             deadline = time.monotonic() + self.settings.max_wait_seconds
             while True:
-                endpoint = self.try_acquire()
+                endpoint = self.try_acquire(affinity, avoid)
                 if endpoint is not None:
                     return endpoint
-                self._check_backoff()
-                task = self._start_load()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._wait_timeout()
+                if self.state is ModelState.LOADED:
+                    # Loaded, but every replica is restarting or going away: wait for the next one.
+                    await self.backend.replicas_changed(
+                        self.api_id, self.pool.version, min(remaining, _NO_REPLICA_RECHECK_SECONDS)
+                    )
+                    continue
+                self._check_backoff()
+                task = self._start_load()
                 done, _ = await asyncio.wait({task}, timeout=remaining)
                 if not done:
                     raise self._wait_timeout()
@@ -169,9 +207,10 @@ class ModelCoordinator:
             headers={"Retry-After": str(self.settings.retry_after_seconds)},
         )
 
-    def release(self) -> None:
-        """A request counted by acquire has finished (its response is fully sent or abandoned)."""
+    def release(self, endpoint: Endpoint) -> None:
+        """A request counted by acquire on ``endpoint`` has finished (its response is sent or abandoned)."""
         self.occupancy.leave()
+        self.pool.leave(endpoint)
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -200,21 +239,21 @@ class ModelCoordinator:
             raise LoadFailed(f"model {self.api_id!r} was unloaded while it was loading, repeatedly")
 
     async def _load(self) -> None:
-        async with self._lifecycle_lock:
+        async with self.lifecycle_lock:
             if self.state is ModelState.LOADED:
                 return
-            self._move(Event.LOAD)
+            self.move(Event.LOAD)
             started = time.monotonic()
             log.info("loading model %s", self.api_id, extra={"model": self.api_id})
             progress = asyncio.create_task(self._log_progress(started), name=f"progress {self.api_id}")
             try:
                 await self.backend.ensure_started(self.api_id, self.entry)
-                url = await self.backend.wait_ready(self.api_id, self.settings.load_timeout_seconds)
+                replicas = await self.backend.wait_ready(self.api_id, self.settings.load_timeout_seconds)
             except asyncio.CancelledError:
                 # Unloaded while loading: stop what was started, then let the cancel through.
                 await self._stop_quietly("after a cancelled load")
-                self._move(Event.UNLOAD)
-                self._move(Event.STOPPED)
+                self.move(Event.UNLOAD)
+                self.move(Event.STOPPED)
                 self.metrics.model_loads_total.labels(model=self.api_id, result="cancelled").inc()
                 raise
             except Exception as exc:
@@ -222,14 +261,12 @@ class ModelCoordinator:
             finally:
                 progress.cancel()
             duration = time.monotonic() - started
-            self.endpoint = Endpoint(
-                self.api_id, url, self.settings.health_check_failures, self.settings.retry_after_seconds
-            )
+            self.pool.sync(replicas)
             self.error = None
             self.occupancy.last_used = time.monotonic()
             self.backoff.succeeded()
             self.metrics.load_backoff.labels(model=self.api_id).set(0)
-            self._move(Event.READY)
+            self.move(Event.READY)
             self.metrics.model_loads_total.labels(model=self.api_id, result="success").inc()
             self.metrics.model_load_duration.labels(model=self.api_id).observe(duration)
             rss = None
@@ -242,7 +279,12 @@ class ModelCoordinator:
                 "model %s loaded in %.2fs",
                 self.api_id,
                 duration,
-                extra={"model": self.api_id, "duration_s": round(duration, 3), "url": url, "rss_bytes": rss},
+                extra={
+                    "model": self.api_id,
+                    "duration_s": round(duration, 3),
+                    "urls": [r.url for r in replicas.ready],
+                    "rss_bytes": rss,
+                },
             )
 
     async def _load_failed(self, exc: Exception, started: float) -> LoadFailed:
@@ -252,7 +294,7 @@ class ModelCoordinator:
         self.error = message
         delay = self.backoff.failed(time.monotonic())
         self.metrics.load_backoff.labels(model=self.api_id).set(delay)
-        self._move(Event.LOAD_FAILED)
+        self.move(Event.LOAD_FAILED)
         self.metrics.model_loads_total.labels(model=self.api_id, result="failure").inc()
         log.error(
             "model %s failed to load: %s (next automatic try in %.0fs)",
@@ -309,11 +351,11 @@ class ModelCoordinator:
         if load is not None and not load.done():
             load.cancel()
             await asyncio.wait({load})
-        async with self._lifecycle_lock:
+        async with self.lifecycle_lock:
             if self.state is ModelState.UNLOADED:
                 return self.status
             was_failed = self.state is ModelState.FAILED
-            self._move(Event.UNLOAD)
+            self.move(Event.UNLOAD)
             if not was_failed and self.in_flight:
                 await self._drain()
             rss_before = await self._rss()
@@ -322,9 +364,9 @@ class ModelCoordinator:
             finally:
                 # Even when stopping failed (an API error) the model must not stay draining: the next
                 # load starts (or scales) the runtime again, which is idempotent.
-                self.endpoint = None
+                self.pool.clear()
                 self.error = None
-                self._move(Event.STOPPED)
+                self.move(Event.STOPPED)
                 self.metrics.model_memory.labels(model=self.api_id).set(0)
             self.metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
             log.info(
@@ -355,53 +397,13 @@ class ModelCoordinator:
                 extra={"model": self.api_id},
             )
 
-    # -- losing the runtime (decided by monitor.py) ---------------------------------------------
+    # -- what the monitor (monitor.py) reads and changes -------------------------------------------
 
     def observed(self, obs: BackendObservation) -> BackendObservation:
         """Keep the memory metric current from an observation."""
         if obs.memory_bytes is not None:
             self.metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
         return obs
-
-    def lose(self, event: Event, message: str, reason: str, endpoint: Endpoint | None = None) -> Endpoint | None:
-        """The loaded model's runtime died (``CRASHED``) or stopped answering (``HUNG``): record why and
-        route nothing more to it; the next request loads the model again. Returns the lost endpoint, or
-        None (nothing done) when the model is not loaded or ``endpoint`` is no longer its runtime."""
-        lost = self.endpoint
-        if self.state is not ModelState.LOADED or lost is None or (endpoint is not None and lost is not endpoint):
-            return None
-        self.error = message
-        self.endpoint = None
-        self._move(event)
-        self.metrics.model_memory.labels(model=self.api_id).set(0)
-        self.metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
-        return lost
-
-    async def reap(self, unresponsive: bool) -> None:
-        """End what is left of a lost runtime (an exited process, a crash-looping pod, a frozen process)
-        so the next load starts clean."""
-        async with self._lifecycle_lock:
-            if unresponsive:
-                await self.backend.end_unresponsive(self.api_id)
-            else:
-                await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
-
-    async def stopped_elsewhere(self) -> None:
-        """Someone else stopped the runtime on purpose (another router replica's idle unload, `kubectl
-        scale`): not a failure; the model is unloaded and the next request loads it again."""
-        async with self._lifecycle_lock:
-            if self.state is not ModelState.LOADED:
-                return
-            self.endpoint = None
-            self._move(Event.UNLOAD)
-            self._move(Event.STOPPED)
-            self.metrics.model_memory.labels(model=self.api_id).set(0)
-            self.metrics.model_unloads_total.labels(model=self.api_id, reason="external").inc()
-            log.info(
-                "model %s: its runtime was stopped outside this router; now unloaded",
-                self.api_id,
-                extra={"model": self.api_id},
-            )
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` for this model in the background (kept referenced until it ends)."""

@@ -1,7 +1,10 @@
-"""One running runtime of a model, as the requests sent to it see it: where it is, whether it is lost.
+"""One replica of a model, as the requests sent to it see it: where it is, how busy, whether it is lost.
 
-The coordinator makes an ``Endpoint`` each time a load succeeds and hands it to every request it lets
-through, so a request always knows which runtime it talks to. Every wait of a request on its runtime
+The coordinator's replica pool (``replica_pool.py``) makes an ``Endpoint`` for each ready replica the
+backend reports and hands one to every request it lets through, so a request always knows which
+runtime it talks to. ``outstanding`` counts the requests this router has on it (the routing policies
+read it); ``draining`` means it takes no new request (scaled down, going away) while the ones running
+finish. Every wait of a request on its runtime
 goes through ``abortable``, which bounds it (the stall timeout) and ends it at once with a 503 when
 the runtime is declared lost (it stopped answering its health checks: hung): ``lost`` then resolves
 with the reason, instead of the requests waiting for bytes that will not come.
@@ -26,9 +29,18 @@ T = TypeVar("T")
 
 
 class Endpoint:
-    def __init__(self, api_id: str, url: str, health_threshold: int, retry_after: int) -> None:
+    def __init__(
+        self, api_id: str, url: str, health_threshold: int, retry_after: int, replica_id: str = ""
+    ) -> None:
         self.api_id = api_id
         self.url = url
+        self.replica_id = replica_id or url
+        self.outstanding = 0
+        """Requests of this router on the replica now (``enter`` / ``leave``)."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+        """Takes no new request; dropped from the pool once ``outstanding`` is 0."""
         self.health = HealthTracker(health_threshold, checked_at=time.monotonic())
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.last_activity = time.monotonic()
@@ -44,6 +56,23 @@ class Endpoint:
         """The runtime is gone for its requests: every ``abortable`` wait on it ends with a 503."""
         if not self.lost.done():
             self.lost.set_result(reason)
+
+    def enter(self) -> None:
+        self.outstanding += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.outstanding -= 1
+        if self.outstanding <= 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request of this router runs on the replica."""
+        await self._idle.wait()
+
+    @property
+    def routable(self) -> bool:
+        return not self.draining and not self.lost.done()
 
     def lost_error(self) -> RuntimeUnresponsive:
         reason = self.lost.result() if self.lost.done() else "the runtime was lost"

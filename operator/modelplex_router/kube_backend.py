@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend
+from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, Replica, Replicas
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
     ANNOTATION_LAST_USED,
@@ -51,6 +51,7 @@ from modelplex_router.kube_objects import (
     spec_replicas,
     stop_bound,
 )
+from modelplex_router.replica_board import ReplicaBoard
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry, ModelplexConfig
 from modelplex_spec.engines import TRANSFORMERS, Engine, engine_for
@@ -105,6 +106,23 @@ class KubeBackend:
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(5.0))
         self._models: dict[str, _Model] = {}
         self._lock = asyncio.Lock()
+        self._board = ReplicaBoard()
+
+    def replicas(self, api_id: str) -> Replicas:
+        return self._board.get(api_id)
+
+    async def replicas_changed(self, api_id: str, version: int, timeout_seconds: float) -> Replicas:
+        return await self._board.changed(api_id, version, timeout_seconds)
+
+    def _publish(self, api_id: str, dep: Mapping[str, Any], ready: bool) -> Replicas:
+        name = dep["metadata"]["name"]
+        members = [Replica(name, self.url_for(api_id, name), True)] if ready else []
+        return self._board.publish(api_id, desired=spec_replicas(dep), members=members)
+
+    async def scale(self, api_id: str, replicas: int, *, reason: str, remove: Sequence[str] = ()) -> None:
+        dep = await self._deployment(api_id)
+        log.info("scaling %s to %d: %s", dep["metadata"]["name"], replicas, reason, extra={"model": api_id})
+        await self._scale(dep["metadata"]["name"], replicas)
 
     # -- clients (raw JSON: the typed models drop fields they do not know) ------------------------
 
@@ -275,7 +293,7 @@ class KubeBackend:
             if ready_replicas(dep) >= 1:
                 url = self.url_for(api_id, name)
                 if await self._answers_ready(url + engine.ready_path):
-                    return url
+                    return self._publish(api_id, dep, True)
                 last_reason = f"{url}{engine.ready_path} does not answer 200 yet"
             else:
                 problem = await self._pod_problem(dep, engine)
@@ -328,6 +346,7 @@ class KubeBackend:
         if spec_replicas(dep) != unloaded:
             log.info("scaling %s down to %d", name, unloaded, extra={"model": api_id})
             await self._scale(name, unloaded)
+        self._board.publish(api_id, desired=unloaded, members=[])
         # The runtime drains its own requests on SIGTERM; wait until its pods are gone (not only no longer
         # counted: a terminating pod still holds its GPU), as long as the kubelet may take to kill them.
         deadline = time.monotonic() + stop_bound(dep, grace_seconds)
@@ -352,7 +371,7 @@ class KubeBackend:
             return None if count <= unloaded else f"({count} replicas)"
         return pods[unloaded]["metadata"]["name"] if len(pods) > unloaded else None
 
-    async def end_unresponsive(self, api_id: str) -> None:
+    async def end_unresponsive(self, api_id: str, replica_id: str) -> None:
         """Leave the pod to its liveness probe (the kubelet restarts the container): the router may not
         delete pods, and scaling to zero would unload a model other replicas may still be serving."""
         log.warning(
@@ -366,15 +385,15 @@ class KubeBackend:
             dep = await self._deployment(api_id)
         except BackendLoadError as exc:
             return BackendObservation(running=False, ready=False, failed=True, message=str(exc))
-        name = dep["metadata"]["name"]
         running = spec_replicas(dep) > 0
         problem = deployment_problem(dep)
+        ready = running and ready_replicas(dep) > 0
+        self._publish(api_id, dep, ready)
         return BackendObservation(
             running=running,
-            ready=running and ready_replicas(dep) > 0,
+            ready=ready,
             failed=problem is not None,
             message=problem,
-            url=self.url_for(api_id, name) if running else None,
             last_used=last_used_from(dep, self.settings.last_used_interval),
         )
 

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from modelplex_spec import KubernetesSettings, ModelEntry, ModelplexConfig
+from modelplex_spec import ModelEntry, ModelplexConfig
 from modelplex_spec.config import parse_entries
 
 # The operator's contract (modelplex_operator.naming; a test checks they agree).
@@ -70,9 +70,9 @@ def last_used_from(dep: Mapping[str, Any], write_interval: float) -> float | Non
 
 
 def load_target(entry: ModelEntry) -> tuple[int, int]:
-    """(replicas when loaded, replicas when unloaded) for an entry."""
-    k8s = entry.kubernetes or KubernetesSettings()
-    return max(k8s.maxReplicas, 1), k8s.minReplicas
+    """(replicas a load starts, replicas when unloaded) for an entry."""
+    scaling = entry.effective_scaling
+    return scaling.floor, scaling.min_replicas
 
 
 def deployment_problem(dep: Mapping[str, Any]) -> str | None:

@@ -1,56 +1,75 @@
-"""The local backend: each model's runtime is an OS process on this machine (the embedded default).
+"""The local backend: each replica of a model is an OS process on this machine (the embedded default).
 
 Each model runs on its entry's engine (``modelplex_spec.engines``): the modelplex runtime
 (``runtime_command``) or vLLM's OpenAI server (``engine_commands["vllm"]``, started from the interpreter of
 the vLLM virtualenv). What differs per engine (its command line, readiness path, where it logs and how to
 read why it failed) comes from the engine; this module only runs processes.
 
-One process's mechanics (its process group, output, stopping its whole tree) are in ``runtime_process``.
+A model has as many processes as its replica count asks for (``scale``; one at first, more when the
+autoscaler asks), each on its own port, published in a ``ReplicaBoard`` the router reads. A replica
+takes requests once its readiness path answers 200. With GPUs on the machine and ``maxReplicas`` > 1,
+replica slot ``i`` sees its own GPU(s) through ``CUDA_VISIBLE_DEVICES`` (``gpus.py``). This backend
+plays the kubelet's part for its processes: a replica that dies while others of the model run is
+replaced after a back-off (2 s, doubling to 300 s; reset once a replica becomes ready); when the last
+one dies the model has failed and the router says so.
 
-Spare runtimes (``spares`` > 0) take the cold start's fixed costs off the request path: a spare is a
-runtime started with ``--spare`` ahead of time, which imports torch and transformers and rehearses a
-load, then waits for its model on stdin (``modelplex_runtime.spare``). ``ensure_started`` hands the
-model to a waiting spare when there is one and starts a fresh process otherwise; the pool is topped up
-once the handed-over model has loaded, so the refill does not compete with that load for the CPU. Only
-the transformers engine takes spares, and only for entries without ``engine_args`` (a spare's flags are
-fixed when it starts).
+One process's mechanics (its process group, output, stopping its whole tree) are in ``runtime_process``;
+spare runtimes (started ahead, handed the next replica to start) in ``spare_pool``. Only the
+transformers engine takes spares, and only for entries without ``engine_args`` and replicas without a
+GPU assignment (a spare's flags and environment are fixed when it starts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from modelplex_router.backend import BackendLoadError, BackendObservation
+from modelplex_router.backend import BackendLoadError, BackendObservation, Replica, Replicas
+from modelplex_router.backoff import BackoffPolicy, LoadBackoff
+from modelplex_router.gpus import devices_per_replica, replica_devices
+from modelplex_router.replica_board import ReplicaBoard
 from modelplex_router.runtime_process import RuntimeProcess, free_port, spawn
+from modelplex_router.spare_pool import SparePool, track
 from modelplex_spec import ModelEntry
-from modelplex_spec.engines import TRANSFORMERS, VLLM, Engine, engine_for
-from modelplex_spec.failure_reason import RuntimeOutput
+from modelplex_spec.engines import TRANSFORMERS, VLLM, engine_for
 
 log = logging.getLogger("modelplex_router.local")
 
-# A spare that exits on its own this many times in a row (a runtime command without --spare, a broken
-# environment) turns the pool off: cold starts still work, and the log says why.
-_SPARE_FAILURES_BEFORE_GIVING_UP = 3
-# What a spare prints on stdout once warm (the protocol of modelplex_runtime.spare, which the router may
-# not import).
-_SPARE_READY_LINE = b"modelplex-spare-ready"
+# Replacing replicas that died while others of the model run (as the kubelet's CrashLoopBackOff).
+_RESTART_BACKOFF = BackoffPolicy(initial=2.0, maximum=300.0)
+
+
+@dataclass
+class _Model:
+    entry: ModelEntry
+    desired: int = 0
+    replicas: dict[str, RuntimeProcess] = field(default_factory=dict)
+    started: int = 0
+    """Replicas started so far (for their ids: ``<api id>/<n>``)."""
+    failure: str | None = None
+    """Why the last replica that ended on its own ended."""
+    restarts: LoadBackoff = field(default_factory=lambda: LoadBackoff(_RESTART_BACKOFF))
+    replacing: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def live(self) -> list[RuntimeProcess]:
+        return [rt for rt in self.replicas.values() if rt.running and not rt.retired]
 
 
 class LocalProcessBackend:
-    """Runs one server per model: ``runtime_command --host H --port P --model-json J --served-model-name ID``
-    for the transformers engine, ``<engine_commands[name]> <the engine's arguments>`` for the others
-    (default for vLLM: this interpreter with ``-m vllm.entrypoints.openai.api_server``).
+    """Runs each replica as ``runtime_command --host H --port P --model-json J --served-model-name ID`` for
+    the transformers engine, ``<engine_commands[name]> <the engine's arguments>`` for the others (default
+    for vLLM: this interpreter with ``-m vllm.entrypoints.openai.api_server``).
 
     With ``spares`` > 0 it also keeps that many ``runtime_command --host H --spare`` processes waiting
-    (see the module docstring); ``start`` fills the pool, ``close`` empties it.
+    (``spare_pool``); ``start`` fills the pool, ``close`` empties it.
     """
 
     def __init__(
@@ -60,6 +79,8 @@ class LocalProcessBackend:
         env: dict[str, str] | None = None,
         spares: int = 0,
         engine_commands: Mapping[str, list[str]] | None = None,
+        gpus: Sequence[str] = (),
+        ready_timeout: float = 1800.0,
     ) -> None:
         self._command = list(runtime_command)
         self._engine_commands: dict[str, list[str]] = {
@@ -69,14 +90,19 @@ class LocalProcessBackend:
         }
         self._host = host
         self._env = env
-        self._runtimes: dict[str, RuntimeProcess] = {}
-        self._failures: dict[str, str] = {}
+        self._gpus = list(gpus)
+        self._ready_timeout = ready_timeout
+        self._models: dict[str, _Model] = {}
+        self._board = ReplicaBoard()
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False)
-        self._spare_target = spares
-        self._spares: list[RuntimeProcess] = []
-        self._spare_failures = 0
-        self._refill: asyncio.Task[None] | None = None
+        self._spares = SparePool(self._command, host, env, spares, self._exited)
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def engine_command(self, engine: str) -> list[str]:
         """The command an engine's servers start with (the engine's arguments follow)."""
@@ -84,170 +110,120 @@ class LocalProcessBackend:
 
     async def start(self) -> None:
         """Start the spare runtimes (returns at once; they warm up in the background)."""
-        self._schedule_refill()
+        self._spares.refill()
+
+    @property
+    def spare_count(self) -> int:
+        """Warm spare runtimes waiting now (for metrics)."""
+        return self._spares.count
+
+    # -- replicas ---------------------------------------------------------------------------------
+
+    def replicas(self, api_id: str) -> Replicas:
+        return self._board.get(api_id)
+
+    async def replicas_changed(self, api_id: str, version: int, timeout_seconds: float) -> Replicas:
+        return await self._board.changed(api_id, version, timeout_seconds)
+
+    def _publish(self, api_id: str, model: _Model) -> None:
+        members = [
+            Replica(rt.replica_id, rt.url, rt.ready and rt.running and not rt.retired)
+            for rt in model.replicas.values()
+        ]
+        self._board.publish(api_id, desired=model.desired, members=members)
 
     async def ensure_started(self, api_id: str, entry: ModelEntry) -> None:
-        rt = self._runtimes.get(api_id)
-        if rt is not None and rt.running and not rt.stopping:
-            return
-        if rt is not None:
-            await self._reap(api_id, rt, grace=0)
+        model = self._models.setdefault(api_id, _Model(entry))
+        model.entry = entry
+        floor = entry.effective_scaling.floor
+        async with model.lock:
+            if model.desired >= floor and len(model.live()) >= floor:
+                return
+            model.failure = None
+            await self._converge(api_id, model, max(model.desired, floor))
+
+    async def scale(self, api_id: str, replicas: int, *, reason: str, remove: Sequence[str] = ()) -> None:
+        model = self._models.get(api_id)
+        if model is None:
+            raise BackendLoadError(f"model {api_id!r} is not running here")
+        async with model.lock:
+            log.info(
+                "scaling %s to %d replicas: %s", api_id, replicas, reason,
+                extra={"model": api_id, "replicas": replicas, "reason": reason},
+            )  # fmt: skip
+            await self._converge(api_id, model, max(1, replicas), remove)
+
+    async def _converge(self, api_id: str, model: _Model, desired: int, remove: Sequence[str] = ()) -> None:
+        """Start or retire processes until ``desired`` live ones are asked for (under ``model.lock``)."""
+        model.desired = desired
+        live = model.live()
+        extra = len(live) - desired
+        if extra > 0:
+            # The router's choice first (it drained them), then ones still starting, then the newest.
+            order = sorted(live, key=lambda rt: (rt.replica_id not in remove, rt.ready, -rt.started_at))
+            for rt in order[:extra]:
+                rt.retired = True
+                self._spawn(rt.terminate(5.0), f"retire {rt.replica_id}")
+        for _ in range(desired - len(live)):
+            await self._start_replica(api_id, model)
+        self._publish(api_id, model)
+
+    async def _start_replica(self, api_id: str, model: _Model) -> None:
+        entry = model.entry
         engine = engine_for(entry)
         port = free_port(self._host)
+        used = {rt.slot for rt in model.live()}
+        slot = next(i for i in range(len(used) + 1) if i not in used)
+        env: dict[str, str] = {}
+        if self._gpus and entry.effective_scaling.max_replicas > 1:
+            env["CUDA_VISIBLE_DEVICES"] = replica_devices(slot, self._gpus, devices_per_replica(entry))
         rt = None
-        if engine.takes_spares and not entry.engine_args:
-            rt = await self._hand_to_spare(api_id, entry, port)
+        if engine.takes_spares and not entry.engine_args and not env:
+            rt = await self._spares.take(api_id, entry, port)
         if rt is None:
             launch = engine.launch(entry, host=self._host, port=port, served_model_name=api_id)
-            command = self.engine_command(engine.name)
             process = await spawn(
-                [*command, *launch.args],
+                [*self.engine_command(engine.name), *launch.args],
                 stdin=asyncio.subprocess.DEVNULL,
                 # An engine that logs on stdout gets one pipe for both, so its lines keep their order.
                 stdout=asyncio.subprocess.PIPE if engine.output_on_stdout else asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.STDOUT if engine.output_on_stdout else asyncio.subprocess.PIPE,
                 base_env=self._env,
-                env=launch.env,
+                env={**launch.env, **env},
                 what=engine.title,
             )
-            rt = self._track(process, f"http://{self._host}:{port}", api_id, engine)
+            rt = track(process, f"http://{self._host}:{port}", api_id, self._exited, engine)
             log.info(
                 "started runtime for %s on port %d (pid %d, engine %s)",
                 api_id, port, process.pid, engine.name,
-                extra={"model": api_id, "port": port, "pid": process.pid, "engine": engine.name},
+                extra={"model": api_id, "port": port, "pid": process.pid, "engine": engine.name,
+                       "slot": slot, **env},
             )  # fmt: skip
-        self._runtimes[api_id] = rt
-        self._failures.pop(api_id, None)
+        rt.replica_id = f"{api_id}/{model.started}"
+        rt.slot = slot
+        model.started += 1
+        model.replicas[rt.replica_id] = rt
+        rt.ready_task = asyncio.create_task(self._become_ready(api_id, model, rt), name=f"ready {rt.replica_id}")
 
-    def _track(
-        self, process: asyncio.subprocess.Process, url: str, label: str, engine: Engine = TRANSFORMERS
-    ) -> RuntimeProcess:
-        rt = RuntimeProcess(
-            process=process, url=url, started_at=time.monotonic(), label=label, engine=engine,
-            output=RuntimeOutput(engine.output_reader()),
-        )  # fmt: skip
-        rt.pump = asyncio.create_task(self._watch_output(rt), name=f"output {label}")
-        return rt
-
-    async def _hand_to_spare(self, api_id: str, entry: ModelEntry, port: int) -> RuntimeProcess | None:
-        """Give the model to a waiting spare; None when there is none (or it died meanwhile)."""
-        # A warm spare first; one still warming up is still ahead of a fresh process.
-        self._spares.sort(key=lambda spare: not spare.warm)
-        while self._spares:
-            rt = self._spares.pop(0)
-            if not rt.running:
-                self._note_spare_exit(rt)
-                continue
-            assert rt.process.stdin is not None
-            model = entry.model_dump(mode="json", exclude_none=True)
-            line = json.dumps({"model": model, "served_model_name": api_id, "port": port})
-            try:
-                rt.process.stdin.write(line.encode() + b"\n")
-                await rt.process.stdin.drain()
-                rt.process.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                await self._reap(rt.label, rt, grace=0)
-                self._note_spare_exit(rt)
-                continue
-            self._spare_failures = 0
-            rt.label, rt.url, rt.started_at = api_id, f"http://{self._host}:{port}", time.monotonic()
-            log.info(
-                "handing %s to spare runtime %d on port %d",
-                api_id, rt.process.pid, port,
-                extra={"model": api_id, "port": port, "pid": rt.process.pid},
-            )  # fmt: skip
-            return rt
-        return None
-
-    def _schedule_refill(self) -> None:
-        if self._closed or self._spare_target <= 0 or (self._refill is not None and not self._refill.done()):
-            return
-        self._refill = asyncio.create_task(self._fill_spares(), name="spare runtimes")
-
-    async def _fill_spares(self) -> None:
-        while not self._closed and len(self._spares) < self._spare_target:
-            if self._spare_failures >= _SPARE_FAILURES_BEFORE_GIVING_UP:
-                return
-            try:
-                process = await spawn(
-                    [*self._command, "--host", self._host, "--spare"],
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    base_env=self._env,
-                )
-            except BackendLoadError as exc:
-                log.warning("cannot start a spare runtime: %s", exc)
-                self._spare_failures = _SPARE_FAILURES_BEFORE_GIVING_UP
-                return
-            rt = self._track(process, "", "spare")
-            rt.stdout_pump = asyncio.create_task(self._watch_stdout(rt), name="stdout spare")
-            self._spares.append(rt)
-            log.info("started spare runtime %d", process.pid, extra={"pid": process.pid})
-
-    def _note_spare_exit(self, rt: RuntimeProcess) -> None:
-        """A spare that ended before it was used: count it, and give up on spares after a few."""
-        self._spare_failures += 1
-        reason = rt.exit_reason()
-        if self._spare_failures >= _SPARE_FAILURES_BEFORE_GIVING_UP:
-            log.warning(
-                "spare runtimes turned off after %d failed starts; models start cold: %s",
-                self._spare_failures,
-                reason,
-            )
-        else:
-            log.warning("a spare runtime ended before it was used: %s", reason)
-
-    @property
-    def spare_count(self) -> int:
-        """Warm spare runtimes waiting now (for metrics)."""
-        return sum(1 for rt in self._spares if rt.running and rt.warm)
-
-    async def _watch_stdout(self, rt: RuntimeProcess) -> None:
-        """Mark the spare warm when it says so; keep draining stdout after (a full pipe would block it)."""
-        assert rt.process.stdout is not None
-        while line := await rt.process.stdout.readline():
-            if line.strip() == _SPARE_READY_LINE:
-                rt.warm = True
-                log.info("spare runtime %d is warm", rt.process.pid, extra={"pid": rt.process.pid})
-
-    async def _watch_output(self, rt: RuntimeProcess) -> None:
-        await rt.pump_output()
-        # A spare that ends while still waiting in the pool failed (nothing stops a waiting spare but close).
-        if rt in self._spares:
-            self._spares.remove(rt)
-            self._note_spare_exit(rt)
-            self._schedule_refill()
-
-    async def wait_ready(self, api_id: str, timeout_seconds: float) -> str:
-        rt = self._runtimes.get(api_id)
-        if rt is None:
-            raise BackendLoadError("the runtime was not started")
-        try:
-            return await self._poll_ready(api_id, rt, timeout_seconds)
-        finally:
-            self._schedule_refill()
-
-    async def _poll_ready(self, api_id: str, rt: RuntimeProcess, timeout_seconds: float) -> str:
-        deadline = time.monotonic() + timeout_seconds
+    async def _become_ready(self, api_id: str, model: _Model, rt: RuntimeProcess) -> None:
+        """Poll the replica's readiness path (woken by its output) until 200, its exit, or the timeout."""
+        deadline = time.monotonic() + self._ready_timeout
         delay = 0.05
-        while True:
-            if not rt.running:
-                # Let the output pump read the runtime's last words before reporting them.
-                if rt.pump is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(rt.pump), 2.0)
-                reason = rt.exit_reason()
-                self._failures[api_id] = reason
-                raise BackendLoadError(reason)
+        while rt.running and not rt.retired:
             try:
                 resp = await self._http.get(f"{rt.url}{rt.engine.ready_path}")
                 if resp.status_code == 200:
                     rt.ready = True
-                    return rt.url
+                    model.restarts.succeeded()
+                    self._publish(api_id, model)
+                    self._spares.refill()
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() >= deadline:
-                raise BackendLoadError(f"{rt.engine.title} was not ready within {timeout_seconds:g}s")
+                rt.exit_note = f"{rt.engine.title} was not ready within {self._ready_timeout:g}s"
+                await rt.terminate(0)
+                return
             rt.activity.clear()
             exited = asyncio.ensure_future(rt.process.wait())
             spoke = asyncio.ensure_future(rt.activity.wait())
@@ -256,51 +232,115 @@ class LocalProcessBackend:
             spoke.cancel()
             delay = min(delay * 1.5, 0.5)
 
-    async def stop(self, api_id: str, grace_seconds: float) -> None:
-        rt = self._runtimes.get(api_id)
-        if rt is None:
+    def _exited(self, rt: RuntimeProcess) -> None:
+        """A replica's process has ended (its output fully read): out of the set; replaced when it died
+        on its own while others of the model run."""
+        model = self._models.get(rt.label)
+        if model is None or model.replicas.get(rt.replica_id) is not rt:
             return
-        await self._reap(api_id, rt, grace_seconds)
+        del model.replicas[rt.replica_id]
+        if not rt.retired:
+            model.failure = rt.exit_reason()
+            if model.live() and not self._closed:
+                delay = model.restarts.failed(time.monotonic())
+                log.error(
+                    "model %s: replica %s ended: %s; replacing it in %.0fs",
+                    rt.label, rt.replica_id, model.failure, delay,
+                    extra={"model": rt.label, "replica": rt.replica_id},
+                )  # fmt: skip
+                self._replace_later(rt.label, model, delay)
+        self._publish(rt.label, model)
+        self._spares.refill()
 
-    async def end_unresponsive(self, api_id: str) -> None:
-        """SIGKILL at once: a frozen (SIGSTOPped, stuck) runtime would not act on SIGTERM."""
-        rt = self._runtimes.get(api_id)
+    def _replace_later(self, api_id: str, model: _Model, delay: float) -> None:
+        if model.replacing is not None and not model.replacing.done():
+            return
+
+        async def replace() -> None:
+            await asyncio.sleep(delay)
+            async with model.lock:
+                live = model.live()
+                if live and len(live) < model.desired and self._models.get(api_id) is model:
+                    await self._converge(api_id, model, model.desired)
+
+        model.replacing = asyncio.create_task(replace(), name=f"replace {api_id}")
+
+    async def wait_ready(self, api_id: str, timeout_seconds: float) -> Replicas:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            replicas = self._board.get(api_id)
+            if replicas.ready:
+                return replicas
+            model = self._models.get(api_id)
+            if model is None or not model.replicas:
+                raise BackendLoadError(model.failure if model and model.failure else "the runtime was not started")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                title = engine_for(model.entry).title
+                raise BackendLoadError(f"{title} was not ready within {timeout_seconds:g}s")
+            await self._board.changed(api_id, replicas.version, remaining)
+
+    async def stop(self, api_id: str, grace_seconds: float) -> None:
+        model = self._models.get(api_id)
+        if model is None:
+            return
+        async with model.lock:
+            if model.replacing is not None:
+                model.replacing.cancel()
+            model.desired = 0
+            model.failure = None
+            processes = list(model.replicas.values())
+            for rt in processes:
+                rt.retired = True
+            self._publish(api_id, model)
+            await asyncio.gather(*(rt.terminate(grace_seconds) for rt in processes), return_exceptions=True)
+            for rt in processes:
+                if model.replicas.get(rt.replica_id) is rt:
+                    del model.replicas[rt.replica_id]
+            self._publish(api_id, model)
+
+    async def end_unresponsive(self, api_id: str, replica_id: str) -> None:
+        """SIGKILL at once (a frozen runtime would not act on SIGTERM); replaced if others of the model run."""
+        model = self._models.get(api_id)
+        rt = model.replicas.get(replica_id) if model is not None else None
         if rt is not None:
-            await self._reap(api_id, rt, grace=0)
-
-    async def _reap(self, api_id: str, rt: RuntimeProcess, grace: float) -> None:
-        await rt.terminate(grace)
-        if self._runtimes.get(api_id) is rt:
-            del self._runtimes[api_id]
+            rt.exit_note = "declared hung by the router (its health checks failed)"
+            await rt.terminate(0)
 
     async def observe(self, api_id: str) -> BackendObservation:
-        rt = self._runtimes.get(api_id)
-        if rt is None:
-            failure = self._failures.get(api_id)
-            return BackendObservation(running=False, ready=False, failed=failure is not None, message=failure)
-        if not rt.running:
+        model = self._models.get(api_id)
+        if model is None:
+            return BackendObservation(running=False, ready=False)
+        live = model.live()
+        if live:
+            sizes = [size for rt in live if (size := rt.memory_bytes()) is not None]
             return BackendObservation(
-                running=False, ready=False, failed=not rt.stopping, message=rt.exit_reason(), url=rt.url
+                running=True, ready=any(rt.ready for rt in live), memory_bytes=sum(sizes) if sizes else None
             )
-        return BackendObservation(
-            running=True, ready=rt.ready, url=rt.url, memory_bytes=rt.memory_bytes()
-        )
+        # A process that died and whose output is still being read counts as failed already.
+        dead = [rt for rt in model.replicas.values() if not rt.running and not rt.retired]
+        failure = model.failure or (dead[0].exit_reason() if dead else None)
+        return BackendObservation(running=False, ready=False, failed=failure is not None, message=failure)
+
+    def pids(self, api_id: str) -> list[int]:
+        """The model's running replica processes (for logs and tests)."""
+        model = self._models.get(api_id)
+        return [rt.process.pid for rt in model.live()] if model is not None else []
 
     def pid(self, api_id: str) -> int | None:
-        """The runtime's process id (for logs and tests)."""
-        rt = self._runtimes.get(api_id)
-        return rt.process.pid if rt is not None and rt.running else None
+        """The process of the model's first running replica (for logs and tests)."""
+        pids = self.pids(api_id)
+        return pids[0] if pids else None
 
     async def close(self) -> None:
         self._closed = True
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refill
-        spares, self._spares = self._spares, []
+        await self._spares.close()
+        for model in self._models.values():
+            if model.replacing is not None:
+                model.replacing.cancel()
         await asyncio.gather(
-            *(self._reap(api_id, rt, grace=5.0) for api_id, rt in list(self._runtimes.items())),
-            *(self._reap(rt.label, rt, grace=2.0) for rt in spares),
+            *(rt.terminate(5.0) for model in self._models.values() for rt in list(model.replicas.values())),
+            *self._background,
             return_exceptions=True,
         )
         await self._http.aclose()

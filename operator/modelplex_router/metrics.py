@@ -106,6 +106,37 @@ class RouterMetrics:
             "modelplex_upstream_stalls_total",
             "Requests ended because the runtime sent nothing for stall_timeout_seconds.",
         )
+        self.replica_requests = self._metric(
+            Gauge,
+            "modelplex_replica_requests_in_flight",
+            "Requests this router has outstanding on each replica of the model (what the routing policies "
+            "balance); the series goes when the replica does.",
+            "replica",
+        )
+        self.replica_failures = self._metric(
+            Counter,
+            "modelplex_replica_failures_total",
+            "Replicas taken out of a model that stayed loaded on its other replicas, by reason (hung).",
+            "reason",
+        )
+        self.replicas_desired = self._metric(
+            Gauge, "modelplex_model_replicas_desired", "Replicas asked for (0 when unloaded)."
+        )
+        self.replicas_ready = self._metric(
+            Gauge, "modelplex_model_replicas_ready", "Replicas ready and taking requests."
+        )
+        self.load_average = self._metric(
+            Gauge,
+            "modelplex_model_load_average",
+            "Requests in flight plus waiting for the model over every router, averaged over its scaling window "
+            "(the autoscaler compares it with targetRequests per replica).",
+        )
+        self.scaling_decisions = self._metric(
+            Counter,
+            "modelplex_scaling_decisions_total",
+            "Replica count changes the autoscaler made, by direction (up, down).",
+            "direction",
+        )
         self.load_backoff = self._metric(
             Gauge,
             "modelplex_model_load_backoff_seconds",
@@ -132,6 +163,23 @@ class RouterMetrics:
         if old is not None and old != engine:
             for metric in self._per_model:
                 metric.forget(model, old)
+
+    def forget_replica(self, model: str, replica: str) -> None:
+        """The replica is gone: drop its series."""
+        engine = self._engines.get(model, "")
+        try:
+            self.replica_requests.metric.remove(model, engine, replica)
+        except KeyError:
+            pass
+
+    def track_leading(self, leading: Callable[[], bool]) -> None:
+        """Export whether this router makes the scaling decisions, read at scrape time."""
+        gauge = Gauge(
+            "modelplex_scaling_leader",
+            "1 while this router holds the scaling lease and makes the autoscaler's decisions.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: 1.0 if leading() else 0.0)
 
     def track_spares(self, count: Callable[[], int]) -> None:
         """Export the number of spare runtimes waiting, read at scrape time."""

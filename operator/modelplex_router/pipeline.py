@@ -27,7 +27,7 @@ from modelplex_router.answer import OPENAI_ERRORS, PASSTHROUGH, Answer, ErrorSty
 from modelplex_router.auth import Principal
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.endpoint import Endpoint
-from modelplex_router.errors import RouterError, UpstreamError
+from modelplex_router.errors import RouterError
 from modelplex_router.guard import AccessGuard
 from modelplex_router.limits import Admission
 from modelplex_router.metrics import RouterMetrics
@@ -38,6 +38,7 @@ from modelplex_router.request_body import (
     encode_json,
     parse_json_object,
 )
+from modelplex_router.routing import request_affinity
 
 access_log = logging.getLogger("modelplex_router.access")
 
@@ -139,22 +140,20 @@ class Pipeline:
         finish: Callable[[int], None],
     ) -> Response:
         forwarder, path, answer = self.forwarder, exchange.path, exchange.answer
-        endpoint = coord.try_acquire()
+        # Prefix affinity hashes what the runtime is sent: for a translated API, the chat completion's
+        # messages, so a Responses or Messages conversation lands where its prefix is cached.
+        affinity = request_affinity(coord.scaling, exchange.payload)
+        endpoint = coord.try_acquire(affinity)
         if endpoint is None and exchange.stream:
             coord.check_can_wait()  # a 429 (or a back-off's 503) must come before any byte of the stream
-            return forwarder.held_stream(coord, path, body, finish, answer)
+            return forwarder.held_stream(coord, path, body, finish, answer, affinity)
 
         async def serve(endpoint: Endpoint | None) -> Response:
             if endpoint is None:
-                endpoint = await coord.acquire()
-            try:
-                return await forwarder.forward(coord, endpoint, path, body, finish, answer)
-            except UpstreamError as err:
-                if not err.retryable:
-                    raise
-                # The runtime died before the monitor noticed: load it again, as for an unloaded model.
-                endpoint = await coord.acquire()
-                return await forwarder.forward(coord, endpoint, path, body, finish, answer)
+                endpoint = await coord.acquire(affinity)
+            # A replica lost before it answered is retried once by the forwarder (another replica, or
+            # the model reloaded).
+            return await forwarder.forward(coord, endpoint, path, body, finish, answer, affinity)
 
         if exchange.stream:
             return await serve(endpoint)  # a stream's response watches for the client itself

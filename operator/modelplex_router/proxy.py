@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import anyio
 import httpx
@@ -38,6 +39,21 @@ class RelayResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
+# Transport errors that mean the replica went away before any byte of its answer came back: refused,
+# reset, or closed without a response (a process killed with the request on it).
+_LOST_BEFORE_ANSWERING = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+@dataclass
+class Opened:
+    """A request the runtime has begun to answer: its whole answer, or a stream's first chunk and the rest."""
+
+    upstream: httpx.Response
+    content: bytes | None
+    chunks: AsyncIterator[bytes] | None = None
+    first: bytes = b""
+
+
 class Forwarder:
     def __init__(
         self, clients: UpstreamClients, loading_comment_interval: float, stall_timeout: float
@@ -66,51 +82,70 @@ class Forwarder:
             f"model {coord.api_id!r}: the runtime sent nothing for {self._stall_timeout:g}s {when}"
         )
 
-    async def _exchange(
-        self, endpoint: Endpoint, path: str, body: bytes
-    ) -> tuple[httpx.Response, bytes | None]:
-        """Send the request and read the whole answer, unless it is a stream (the caller relays that)."""
+    async def _exchange(self, endpoint: Endpoint, path: str, body: bytes) -> Opened:
+        """Send the request and read the whole answer, or a stream's first chunk (the caller relays the
+        rest): until then nothing has reached the client, so a replica lost meanwhile costs a retry,
+        not the request."""
         client = self._clients.next()
         request = client.build_request(
             "POST", endpoint.url + path, content=body, headers={"content-type": "application/json"}
         )
         upstream = await client.send(request, stream=True)
-        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return upstream, None
         try:
-            return upstream, await upstream.aread()
-        finally:
+            if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+                chunks = upstream.aiter_raw()
+                first = await anext(chunks, b"")
+                return Opened(upstream, None, chunks, first)
+            content = await upstream.aread()
+        except BaseException:
             await upstream.aclose()
+            raise
+        await upstream.aclose()
+        return Opened(upstream, content)
 
-    async def _open(
-        self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes
-    ) -> tuple[httpx.Response, bytes | None]:
-        """``_exchange`` bounded by the stall timeout and ended if the runtime is lost. A whole answer
-        releases the request; on any failure it is released and a RouterError raised."""
+    async def _open(self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes) -> Opened:
+        """``_exchange`` bounded by the stall timeout and ended if the replica is lost. A whole answer
+        releases the request; on any failure it is released and a RouterError raised, ``retryable`` when
+        the replica was unreachable or lost before it answered."""
         try:
-            upstream, content = await endpoint.abortable(
-                self._exchange(endpoint, path, body), self._stall_timeout
-            )
-        except httpx.ConnectError as exc:
-            coord.release()
+            opened = await endpoint.abortable(self._exchange(endpoint, path, body), self._stall_timeout)
+        except _LOST_BEFORE_ANSWERING as exc:
+            coord.release(endpoint)
             await after_upstream_failure(coord)
-            err = UpstreamError(f"model {coord.api_id!r}: the runtime is unreachable ({type(exc).__name__})")
-            # Nothing reached the runtime, so sending again (after a reload) cannot run the request twice.
+            err = UpstreamError(
+                f"model {coord.api_id!r}: the runtime is unreachable or was lost before it answered "
+                f"({type(exc).__name__})"
+            )
+            # Nothing came back, so nothing reached the client: sending it again (to another replica, or
+            # after a reload) loses nothing; a generation the lost runtime had begun is gone with it.
             err.retryable = True
             raise err from None
         except httpx.HTTPError as exc:
-            coord.release()
+            coord.release(endpoint)
             raise self._failure(coord, exc, "to answer") from None
         except TimeoutError:
-            coord.release()
+            coord.release(endpoint)
             raise self._stalled(coord, endpoint, "before answering") from None
-        except BaseException:  # RouterError (lost), or the client left (see app.until_client_leaves)
-            coord.release()
+        except BaseException:  # RouterError (lost), or the client left (see pipeline.until_client_leaves)
+            coord.release(endpoint)
             raise
-        if content is not None:
-            coord.release()
-            endpoint.note_activity()
-        return upstream, content
+        endpoint.note_activity()
+        if opened.content is not None:
+            coord.release(endpoint)
+        return opened
+
+    async def open(
+        self, coord: ModelCoordinator, endpoint: Endpoint, path: str, body: bytes, affinity: str | None
+    ) -> tuple[Endpoint, Opened]:
+        """``_open``, and once more when the replica was lost before answering: on another replica of
+        the model when there is one, else on the same model once it is back (a reload)."""
+        try:
+            return endpoint, await self._open(coord, endpoint, path, body)
+        except UpstreamError as err:
+            if not err.retryable:
+                raise
+        endpoint = await coord.acquire(affinity, avoid=(endpoint,))
+        return endpoint, await self._open(coord, endpoint, path, body)
 
     async def forward(
         self,
@@ -120,12 +155,15 @@ class Forwarder:
         body: bytes,
         finish: Finish,
         answer: Answer = PASSTHROUGH,
+        affinity: str | None = None,
     ) -> Response:
-        """Forward a request already counted in flight (``coord.acquire``); ``answer`` gives the reply."""
-        upstream, content = await self._open(coord, endpoint, path, body)
-        if content is not None:
+        """Forward a request already counted in flight on ``endpoint`` (``coord.acquire``); ``answer``
+        gives the reply."""
+        endpoint, opened = await self.open(coord, endpoint, path, body, affinity)
+        upstream = opened.upstream
+        if opened.content is not None:
             media_type = upstream.headers.get("content-type", "application/json")
-            status, content, media_type = answer.whole(upstream.status_code, content, media_type)
+            status, content, media_type = answer.whole(upstream.status_code, opened.content, media_type)
             finish(status)
             # A runtime that is full says when to come back (429 + Retry-After): pass that on.
             retry_after = upstream.headers.get("retry-after")
@@ -136,7 +174,7 @@ class Forwarder:
                 headers={"retry-after": retry_after} if retry_after else None,
             )
         return RelayResponse(
-            self._relay(coord, endpoint, upstream, finish, answer),
+            self._relay(coord, endpoint, opened, finish, answer),
             status_code=upstream.status_code,
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
@@ -146,14 +184,20 @@ class Forwarder:
         self,
         coord: ModelCoordinator,
         endpoint: Endpoint,
-        upstream: httpx.Response,
+        opened: Opened,
         finish: Finish,
         answer: Answer,
     ) -> AsyncIterator[bytes]:
+        upstream = opened.upstream
         status = upstream.status_code
-        chunks = upstream.aiter_raw()
+        assert opened.chunks is not None
+        chunks = opened.chunks
         stream = answer.stream()
         try:
+            if opened.first:
+                out = stream.feed(opened.first)
+                if out:
+                    yield out
             while True:
                 try:
                     chunk = await endpoint.abortable(chunks.__anext__(), self._stall_timeout)
@@ -179,29 +223,41 @@ class Forwarder:
             status = err.status_code
             yield stream.fail(err)
         finally:
-            coord.release()
+            coord.release(endpoint)
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
             finish(status)
 
     def held_stream(
-        self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish, answer: Answer = PASSTHROUGH
+        self,
+        coord: ModelCoordinator,
+        path: str,
+        body: bytes,
+        finish: Finish,
+        answer: Answer = PASSTHROUGH,
+        affinity: str | None = None,
     ) -> Response:
         """A streaming request whose model is not loaded: answer at once, keep the stream alive while the
         model loads (``: loading`` comments, or the API's own keep-alive), then relay the runtime's
         stream (or end with the API's error event)."""
         return RelayResponse(
-            self._held(coord, path, body, finish, answer),
+            self._held(coord, path, body, finish, answer, affinity),
             status_code=200,
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
 
     async def _held(
-        self, coord: ModelCoordinator, path: str, body: bytes, finish: Finish, answer: Answer
+        self,
+        coord: ModelCoordinator,
+        path: str,
+        body: bytes,
+        finish: Finish,
+        answer: Answer,
+        affinity: str | None,
     ) -> AsyncIterator[bytes]:
         started = time.monotonic()
-        waiter = asyncio.ensure_future(coord.acquire())
+        waiter = asyncio.ensure_future(coord.acquire(affinity))
         handed_off = False
         try:
             yield answer.keepalive(coord.api_id, None)
@@ -220,17 +276,17 @@ class Forwarder:
             endpoint = waiter.result()
             handed_off = True
             try:
-                upstream, content = await self._open(coord, endpoint, path, body)
-                if content is not None:
+                endpoint, opened = await self.open(coord, endpoint, path, body, affinity)
+                if opened.content is not None:
                     # The runtime refused the request (bad parameters): pass its error on as an event.
-                    finish(upstream.status_code)
-                    yield answer.stream().refused(upstream.status_code, content)
+                    finish(opened.upstream.status_code)
+                    yield answer.stream().refused(opened.upstream.status_code, opened.content)
                     return
             except RouterError as err:
                 finish(err.status_code)
                 yield answer.stream().fail(err)
                 return
-            relay = self._relay(coord, endpoint, upstream, finish, answer)
+            relay = self._relay(coord, endpoint, opened, finish, answer)
             try:
                 async for chunk in relay:
                     yield chunk
@@ -242,9 +298,9 @@ class Forwarder:
                 # Cancelled while waiting; if the wait won the race, give the slot back.
                 waiter.cancel()
                 waiter.add_done_callback(
-                    lambda t: None if t.cancelled() or t.exception() is not None else coord.release()
+                    lambda t: None if t.cancelled() or t.exception() is not None else coord.release(t.result())
                 )
                 finish(499)
             elif not handed_off and not waiter.cancelled() and waiter.exception() is None:
-                coord.release()
+                coord.release(waiter.result())
                 finish(499)

@@ -8,13 +8,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from modelplex_router.backend import ModelBackend
+from modelplex_router.backend import ModelBackend, SharedLoad
 from modelplex_router.catalog import Catalog, CatalogChange, diff_catalog
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.errors import ModelNotFound
 from modelplex_router.health import HealthProbe
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.monitor import Monitor
+from modelplex_router.scaler import AloneLoad, Scaler
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ConfigError, ModelplexConfig
 
@@ -49,6 +50,8 @@ class ModelRouter:
         self._background: set[asyncio.Task[None]] = set()
         self._probe = HealthProbe(settings.health_check_timeout_seconds)
         self._monitor: asyncio.Task[None] | None = None
+        self._scaler: asyncio.Task[None] | None = None
+        self.shared_load: SharedLoad = backend if isinstance(backend, SharedLoad) else AloneLoad()
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_problem: str | None = None
 
@@ -167,12 +170,21 @@ class ModelRouter:
         task.add_done_callback(self._background.discard)
 
     async def start(self) -> None:
-        """Preload pinned/preload models (in the background) and start the monitor."""
+        """Preload pinned/preload models (in the background) and start the monitor and the autoscaler."""
         for coord in self.coordinators.values():
             if coord.entry.pinned or coord.entry.preload:
                 self._spawn(self._preload(coord), f"preload {coord.api_id}")
         monitor = Monitor(lambda: self.coordinators.values(), self.settings.monitor_interval, self._probe)
         self._monitor = asyncio.create_task(monitor.run(), name="monitor")
+        scaler = Scaler(
+            lambda: self.coordinators.values(),
+            self.shared_load,
+            self.settings.scale_interval_seconds,
+            self.settings.autoscaler,
+            self.metrics,
+        )
+        self._scaler = asyncio.create_task(scaler.run(), name="autoscaler")
+        self.metrics.track_leading(lambda: self.shared_load.leading)
         if self._catalog_source is not None and self.settings.catalog_refresh_seconds > 0:
             self._refresher = asyncio.create_task(
                 self._refresh_loop(self.settings.catalog_refresh_seconds), name="catalog refresh"
@@ -188,7 +200,7 @@ class ModelRouter:
         """Stop background work; the app then closes the backend (which stops local runtimes)."""
         for coord in self.coordinators.values():
             coord.occupancy.cancel_background()
-        tasks = [t for t in (self._monitor, self._refresher, *self._background) if t is not None]
+        tasks = [t for t in (self._monitor, self._scaler, self._refresher, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

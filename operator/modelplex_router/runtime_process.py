@@ -88,6 +88,13 @@ class RuntimeProcess:
     warm: bool = False  # a spare that has finished warming up
     pump: asyncio.Task[None] | None = None
     stdout_pump: asyncio.Task[None] | None = None
+    # As one replica of a model (local_backend): its id, its GPU slot, whether the backend took it away
+    # on purpose (scaled down, stopped) rather than it ending on its own, and why the backend ended it.
+    replica_id: str = ""
+    slot: int = 0
+    retired: bool = False
+    exit_note: str | None = None
+    ready_task: asyncio.Task[None] | None = None
     # Set by every line the runtime writes: a runtime logs when its model is ready, so the readiness
     # poll can look at once instead of waiting out its back-off.
     activity: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,6 +104,8 @@ class RuntimeProcess:
         return self.process.returncode is None
 
     def exit_reason(self) -> str:
+        if self.exit_note:
+            return self.exit_note
         return describe_exit(self.process.returncode, self.output.reason(), self.engine.title)
 
     async def pump_output(self) -> None:

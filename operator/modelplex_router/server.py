@@ -24,6 +24,7 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         from modelplex_router.kube_backend import build_kube_backend
 
         return build_kube_backend(settings)
+    from modelplex_router.gpus import detect_gpus
     from modelplex_router.local_backend import LocalProcessBackend
     from modelplex_spec.engines import VLLM
 
@@ -34,6 +35,8 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         env={**os.environ, "MODELPLEX_RUNTIME_MAX_BODY_BYTES": str(settings.max_body_bytes)},
         spares=settings.spare_runtimes,
         engine_commands={VLLM.name: [settings.vllm_python, "-m", VLLM.module]},
+        gpus=settings.gpus if settings.gpus is not None else detect_gpus(),
+        ready_timeout=settings.load_timeout_seconds,
     )
 
 

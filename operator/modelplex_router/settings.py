@@ -95,6 +95,21 @@ class RouterSettings(BaseSettings):
     monitor_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks for idle models and runtimes that died."
     )
+    autoscaler: bool = Field(
+        default=True,
+        description="The built-in autoscaler: replicas between a model's minReplicas and maxReplicas by load. "
+        "Off when another autoscaler (KEDA, an HPA) scales the models' Deployments; loads on the first request "
+        "and idle unloads stay the router's either way.",
+    )
+    scale_interval_seconds: float = Field(
+        default=1.0, gt=0, description="Seconds between the autoscaler's load samples and decisions."
+    )
+    gpus: list[str] | None = Field(
+        default=None,
+        description="Local backend: GPU ids the replicas of a model with maxReplicas > 1 are spread over, one "
+        "slot each through CUDA_VISIBLE_DEVICES (JSON list); unset = CUDA_VISIBLE_DEVICES, else nvidia-smi's "
+        "list, else none.",
+    )
     catalog_refresh_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -17,6 +17,7 @@ from modelplex_spec.entry import (
 )
 from modelplex_spec.kubernetes import KubernetesSettings
 from modelplex_spec.quant import QuantScheme, resolve_quant
+from modelplex_spec.scaling import RoutingPolicy, Scaling, ScalingSettings
 
 __all__ = [
     "SUPPORTED_KINDS",
@@ -30,6 +31,9 @@ __all__ = [
     "ModelplexConfig",
     "PlainSpec",
     "QuantScheme",
+    "RoutingPolicy",
+    "Scaling",
+    "ScalingSettings",
     "VisionPlainSpec",
     "load_config_file",
     "parse_config",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modelplex_spec.kubernetes import KubernetesSettings
 from modelplex_spec.quant import resolve_quant
+from modelplex_spec.scaling import Scaling, ScalingSettings, resolve_scaling, scaling_problems
 
 
 class ModelKind(StrEnum):
@@ -161,6 +162,10 @@ class ModelEntry(BaseModel):
         description="The model's tool-call output format (hermes, llama3_json, mistral); inferred from "
         "the chat template when unset and unambiguous.",
     )
+    scaling: ScalingSettings | None = Field(
+        default=None,
+        description="Replicas by load and how requests are spread over them (local processes or pods alike).",
+    )
     kubernetes: KubernetesSettings | None = Field(default=None, description="Settings used only on Kubernetes.")
 
     @model_validator(mode="before")
@@ -223,6 +228,22 @@ class ModelEntry(BaseModel):
         if self.in_situ_quant is not None and self.kind is ModelKind.GGUF:
             raise ValueError("in_situ_quant does not apply to GGUF models: their weights are already quantized")
         return self
+
+    @model_validator(mode="after")
+    def _replicas_agree(self) -> ModelEntry:
+        problems = scaling_problems(self.scaling, *self._kube_replicas())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _kube_replicas(self) -> tuple[int | None, int | None]:
+        k8s = self.kubernetes
+        return (k8s.minReplicas, k8s.maxReplicas) if k8s is not None else (None, None)
+
+    @property
+    def effective_scaling(self) -> Scaling:
+        """The model's replica range, autoscaling and routing, defaults and ``kubernetes`` fields resolved."""
+        return resolve_scaling(self.scaling, *self._kube_replicas())
 
     @model_validator(mode="after")
     def _engine_can_honour(self) -> ModelEntry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _K8sModel(BaseModel):
@@ -57,8 +57,14 @@ class KubernetesSettings(_K8sModel):
     tolerations: list[dict[str, Any]] | None = None
     affinity: dict[str, Any] | None = None
     priorityClassName: str | None = None
-    minReplicas: int = Field(default=0, ge=0, description="Replicas kept when unloaded (0 = scale to zero).")
-    maxReplicas: int = Field(default=1, ge=1, description="Replicas when loaded.")
+    # Unset unless given (no schema default), so that a `scaling` block giving the same field can be told
+    # apart from a default; ModelEntry.effective_scaling resolves them (modelplex_spec.scaling).
+    minReplicas: int | None = Field(
+        default=None, ge=0, description="Same as scaling.minReplicas: replicas kept when unloaded (default 0)."
+    )
+    maxReplicas: int | None = Field(
+        default=None, ge=1, description="Same as scaling.maxReplicas: the most replicas while loaded (default 1)."
+    )
     env: list[EnvVar] | None = None
     modelCache: ModelCache | None = None
     hfTokenSecret: SecretKeyRef | None = Field(default=None, description="Secret key exposed as HF_TOKEN.")
@@ -66,8 +72,3 @@ class KubernetesSettings(_K8sModel):
         default=1800, ge=30, description="How long the pod may take to load weights before it is restarted."
     )
 
-    @model_validator(mode="after")
-    def _replicas_ordered(self) -> KubernetesSettings:
-        if self.minReplicas > self.maxReplicas:
-            raise ValueError(f"minReplicas ({self.minReplicas}) exceeds maxReplicas ({self.maxReplicas})")
-        return self

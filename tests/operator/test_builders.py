@@ -192,11 +192,21 @@ def test_service_selects_the_deployment_pods() -> None:
 @pytest.mark.parametrize(("kw", "expected"), [
     ({}, 0),
     ({"pinned": True}, 1),
-    ({"preload": True, "kubernetes": {"maxReplicas": 3}}, 3),
+    # A preloaded model starts at the autoscaler's floor; the load takes it further.
+    ({"preload": True, "kubernetes": {"maxReplicas": 3}}, 1),
+    ({"preload": True, "scaling": {"minReplicas": 2, "maxReplicas": 3}}, 2),
     ({"kubernetes": {"minReplicas": 1, "maxReplicas": 2}}, 1),
+    ({"scaling": {"minReplicas": 2, "maxReplicas": 4}}, 2),
 ])
 def test_initial_replicas(kw: dict[str, Any], expected: int) -> None:
     assert initial_replicas(entry(**kw)) == expected
+
+
+def test_scaling_settings_do_not_roll_the_pods() -> None:
+    # Changing the replica range or the routing policy is the router's business, not a new pod template.
+    plain = build_deployment(OWNER, "m", entry(), DEFAULTS)
+    scaled = build_deployment(OWNER, "m", entry(scaling={"maxReplicas": 4, "routing": "prefix-affinity"}), DEFAULTS)
+    assert plain["spec"]["template"] == scaled["spec"]["template"]
 
 
 def test_spec_hash_follows_the_entry_not_the_replicas() -> None:

@@ -73,7 +73,7 @@ def test_schema_covers_every_entry_field_and_the_accepted_synonyms() -> None:
     props = entry["properties"]
     for key in ("Plain", "VisionPlain", "MultimodalPlain", "GGUF", "Embedding", "alias", "in_situ_quant",
                 "chat_template", "jinja_explicit", "num_device_layers", "idle_timeout", "ttl", "pinned",
-                "preload", "kubernetes"):
+                "preload", "scaling", "kubernetes"):
         assert key in props, key
     k8s = props["kubernetes"]["properties"]
     assert k8s["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
@@ -84,6 +84,9 @@ def test_schema_covers_every_entry_field_and_the_accepted_synonyms() -> None:
     rules = " ".join(r["rule"] for r in entry["x-kubernetes-validations"])
     assert "size() == 1" in rules and "'default'" in rules
     assert "minReplicas <= self.maxReplicas" in props["kubernetes"]["x-kubernetes-validations"][0]["rule"]
+    assert "minReplicas <= self.maxReplicas" in props["scaling"]["x-kubernetes-validations"][0]["rule"]
+    assert props["scaling"]["properties"]["routing"]["enum"] == ["least-outstanding", "prefix-affinity", "round-robin"]
+    assert "contradicts kubernetes.maxReplicas" in " ".join(r["message"] for r in entry["x-kubernetes-validations"])
 
 
 def test_crd_names_and_printer_columns() -> None:
@@ -212,6 +215,14 @@ def _cel_passes(rules: list[str], obj: dict[str, Any]) -> bool:
     ({"Plain": {"model_id": "m"}, "alias": "Default"}, False),
     ({"Plain": {"model_id": "m"}, "ttl": 5, "idle_timeout": 5}, False),
     ({"GGUF": {"quantized_model_id": "q", "quantized_filename": "f"}, "in_situ_quant": "Q4K"}, False),
+    # The scaling block and the older kubernetes fields (modelplex_spec.scaling).
+    ({"Plain": {"model_id": "m"}, "scaling": {"maxReplicas": 4}, "kubernetes": {"maxReplicas": 4}}, True),
+    ({"Plain": {"model_id": "m"}, "scaling": {"maxReplicas": 4}, "kubernetes": {"maxReplicas": 2}}, False),
+    ({"Plain": {"model_id": "m"}, "scaling": {"minReplicas": 1}, "kubernetes": {"minReplicas": 0}}, False),
+    ({"Plain": {"model_id": "m"}, "scaling": {"minReplicas": 3}}, False),
+    ({"Plain": {"model_id": "m"}, "scaling": {"minReplicas": 3}, "kubernetes": {"maxReplicas": 4}}, True),
+    ({"Plain": {"model_id": "m"}, "scaling": {"maxReplicas": 1}, "kubernetes": {"minReplicas": 2}}, False),
+    ({"Plain": {"model_id": "m"}, "kubernetes": {"minReplicas": 1, "maxReplicas": 3}}, True),
 ])
 def test_cel_rules_agree_with_the_entry_model(entry: dict[str, Any], ok: bool) -> None:
     from modelplex_spec import ModelEntry

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 def runtime_entry_json(entry: ModelEntry) -> str:
     """The entry as the runtime reads it: config-file form without the settings that are not the
-    runtime's business (``kubernetes``) or that reach it as flags (``engine_args``)."""
+    runtime's business (``kubernetes``, ``scaling``: a change there must not roll the model's pods) or that
+    reach it as flags (``engine_args``)."""
     data = entry.to_config_dict()
     data.pop("kubernetes", None)
+    data.pop("scaling", None)
     data.pop("engine_args", None)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
