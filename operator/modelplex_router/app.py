@@ -277,9 +277,6 @@ def create_app(
 
 
 def replica_counts(coord: ModelCoordinator) -> dict[str, int]:
-    """``{"desired", "ready"}``: replicas asked for and ready (kept in the metrics too)."""
+    """``{"desired", "ready"}``: replicas asked for and ready."""
     replicas = coord.replicas()
-    counts = {"desired": replicas.desired, "ready": len(replicas.ready)}
-    coord.metrics.replicas_desired.labels(model=coord.api_id).set(counts["desired"])
-    coord.metrics.replicas_ready.labels(model=coord.api_id).set(counts["ready"])
-    return counts
+    return {"desired": replicas.desired, "ready": len(replicas.ready)}

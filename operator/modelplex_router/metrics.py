@@ -7,7 +7,7 @@ the model only, and ``set_engine`` (called when a model is added or its entry ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +19,9 @@ from prometheus_client import (
 )
 
 from modelplex_router.lifecycle import ModelState, api_status
+
+if TYPE_CHECKING:
+    from modelplex_router.backend import Replicas
 
 _STATUSES = ("loaded", "unloaded", "reloading", "failed")
 
@@ -163,6 +166,11 @@ class RouterMetrics:
         if old is not None and old != engine:
             for metric in self._per_model:
                 metric.forget(model, old)
+
+    def note_replicas(self, model: str, replicas: Replicas) -> None:
+        """The model's replica counts (the autoscaler's tick keeps them current)."""
+        self.replicas_desired.labels(model=model).set(replicas.desired)
+        self.replicas_ready.labels(model=model).set(len(replicas.ready))
 
     def forget_replica(self, model: str, replica: str) -> None:
         """The replica is gone: drop its series."""

@@ -81,6 +81,7 @@ class Scaler:
         self._actions = {api_id: task for api_id, task in self._actions.items() if not task.done()}
         self._histories = {c.api_id: self._histories.get(c.api_id) or LoadHistory() for c in coords}
         for coord in coords:
+            self._metrics.note_replicas(coord.api_id, coord.replicas())
             history = self._histories[coord.api_id]
             if coord.state is not ModelState.LOADED:
                 history.clear()
