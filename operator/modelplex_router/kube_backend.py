@@ -108,6 +108,20 @@ class KubeBackend:
         self._lock = asyncio.Lock()
         self._board = ReplicaBoard()
 
+    # -- SharedLoad: several routers share the Deployments, and none of them leads the autoscaler yet (no
+    # scaling lease): the built-in autoscaler never writes a Deployment's replicas here; a load asks for
+    # maxReplicas (kube_objects.load_target) and an external autoscaler (KEDA, an HPA) may take over.
+
+    leading = False
+
+    async def publish(self, loads: Mapping[str, float]) -> None:
+        return None
+
+    def cluster_load(self, api_id: str, own: float) -> float:
+        return own
+
+    # -- replicas ---------------------------------------------------------------------------------
+
     def replicas(self, api_id: str) -> Replicas:
         return self._board.get(api_id)
 
@@ -268,7 +282,7 @@ class KubeBackend:
             # Only the other replicas' idle decisions read it: the load goes on (the next use retries).
             log.warning("model %s: cannot record its use: %s", api_id, exc, extra={"model": api_id})
 
-    async def wait_ready(self, api_id: str, timeout_seconds: float) -> str:
+    async def wait_ready(self, api_id: str, timeout_seconds: float) -> Replicas:
         deadline = time.monotonic() + timeout_seconds
         last_reason = "no ready replica yet"
         while True:
