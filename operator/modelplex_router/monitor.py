@@ -34,6 +34,16 @@ from modelplex_spec.engines import engine_for
 log = logging.getLogger("modelplex_router.lifecycle")
 
 
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has ended (whatever it ended with)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
+
+
 class Monitor:
     def __init__(
         self, coordinators: Callable[[], Iterable[ModelCoordinator]], interval: float, probe: HealthProbe
@@ -49,11 +59,7 @@ class Monitor:
                 await asyncio.sleep(self._interval)
                 self.check_all(time.monotonic())
         finally:
-            for task in self._checks.values():
-                task.cancel()
-            for task in self._checks.values():
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(self._checks.values())
 
     def check_all(self, now: float) -> None:
         """Start a check for every model whose previous check has finished."""

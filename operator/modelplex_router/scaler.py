@@ -29,6 +29,7 @@ from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.endpoint import Endpoint
 from modelplex_router.lifecycle import ModelState
 from modelplex_router.metrics import RouterMetrics
+from modelplex_router.monitor import cancel_and_wait
 
 log = logging.getLogger("modelplex_router.scaling")
 
@@ -69,11 +70,7 @@ class Scaler:
                 await asyncio.sleep(self._interval)
                 await self.tick(time.monotonic())
         finally:
-            for task in self._actions.values():
-                task.cancel()
-            for task in self._actions.values():
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(self._actions.values())
 
     async def tick(self, now: float) -> None:
         coords = list(self._coordinators())
