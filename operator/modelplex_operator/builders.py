@@ -70,10 +70,10 @@ class Owner:
 
 
 def initial_replicas(entry: ModelEntry) -> int:
-    """Replicas at creation only; afterwards the router owns the count (load, unload, idle). A model loaded
-    from the start gets what a load asks for on Kubernetes (``maxReplicas``, modelplex_router.kube_objects)."""
+    """Replicas at creation only; afterwards the router owns the count (load, autoscaling, unload, idle). A
+    model loaded from the start gets what a load starts (``max(minReplicas, 1)``); load takes it further."""
     scaling = entry.effective_scaling
-    return scaling.max_replicas if entry.pinned or entry.preload else scaling.min_replicas
+    return scaling.floor if entry.pinned or entry.preload else scaling.min_replicas
 
 
 def _resources(k8s: KubernetesSettings) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, Replica, Replicas
+from modelplex_router.kube_lease import ScalingLease, lease_request
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
     ANNOTATION_LAST_USED,
@@ -81,7 +83,15 @@ class KubeBackendSettings(BaseSettings):
     last_used_interval: float = Field(
         default=30.0, ge=0, description="Write the last-used annotation at most this often per model."
     )
-    pod_name: str = Field(default="", description="This router's pod, recorded with the last use.")
+    pod_name: str = Field(
+        default="", description="This router's pod, recorded with the last use and as its lease holder identity."
+    )
+    lease_duration: float = Field(
+        default=10.0, gt=0, description="Seconds the scaling lease and a router's load report stay valid unrenewed."
+    )
+    lease_renew_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between renewals of the scaling lease and load reports."
+    )
 
 
 @dataclass
@@ -107,18 +117,33 @@ class KubeBackend:
         self._models: dict[str, _Model] = {}
         self._lock = asyncio.Lock()
         self._board = ReplicaBoard()
+        self.lease = ScalingLease(
+            self._lease_call,
+            settings.multimodel or "all",
+            settings.pod_name or f"router-{uuid.uuid4().hex[:8]}",
+            settings.lease_duration,
+            settings.lease_renew_interval,
+        )
 
-    # -- SharedLoad: several routers share the Deployments, and none of them leads the autoscaler yet (no
-    # scaling lease): the built-in autoscaler never writes a Deployment's replicas here; a load asks for
-    # maxReplicas (kube_objects.load_target) and an external autoscaler (KEDA, an HPA) may take over.
+    # -- SharedLoad: several routers share the Deployments; the one holding the scaling lease decides
+    # (kube_lease.py), on every router's reported load.
 
-    leading = False
+    @property
+    def leading(self) -> bool:
+        return self.lease.leading
 
     async def publish(self, loads: Mapping[str, float]) -> None:
-        return None
+        # Bounded: the autoscaler's tick waits for it.
+        await asyncio.wait_for(self.lease.sync(loads), self.settings.lease_duration)
 
     def cluster_load(self, api_id: str, own: float) -> float:
-        return own
+        return own + self.lease.others(api_id)
+
+    async def _lease_call(self, verb: str, name: str, body: Any) -> Any:
+        from kubernetes_asyncio import client
+
+        api = client.CoordinationV1Api((await self._apis())[0].api_client)
+        return await self._json(await lease_request(api, self.settings.namespace, self.lease.group, verb, name, body))
 
     # -- replicas ---------------------------------------------------------------------------------
 
@@ -137,6 +162,7 @@ class KubeBackend:
         dep = await self._deployment(api_id)
         log.info("scaling %s to %d: %s", dep["metadata"]["name"], replicas, reason, extra={"model": api_id})
         await self._scale(dep["metadata"]["name"], replicas)
+        self._board.publish(api_id, desired=replicas)
 
     # -- clients (raw JSON: the typed models drop fields they do not know) ------------------------
 
@@ -412,7 +438,12 @@ class KubeBackend:
         )
 
     async def close(self) -> None:
-        # Deployments outlive the router: never scale them down here.
+        # Deployments outlive the router: never scale them down here. Its leases go (another router leads).
+        if self._api is not None:
+            try:
+                await asyncio.wait_for(self.lease.release(), self.settings.lease_duration)
+            except Exception as exc:
+                log.warning("cannot release the scaling lease: %s", exc)
         await self._http.aclose()
         if self._owns_api and self._api is not None:
             await self._api.close()

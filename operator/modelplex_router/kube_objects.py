@@ -70,10 +70,10 @@ def last_used_from(dep: Mapping[str, Any], write_interval: float) -> float | Non
 
 
 def load_target(entry: ModelEntry) -> tuple[int, int]:
-    """(replicas a load asks for, replicas when unloaded) for an entry. On Kubernetes no router leads the
-    autoscaler yet (``KubeBackend.leading``), so a load asks for the whole range, as before the autoscaler."""
+    """(replicas a load starts, replicas when unloaded) for an entry; the autoscaler (the router holding
+    the scaling lease, or KEDA / an HPA) takes a loaded model further."""
     scaling = entry.effective_scaling
-    return scaling.max_replicas, scaling.min_replicas
+    return scaling.floor, scaling.min_replicas
 
 
 def deployment_problem(dep: Mapping[str, Any]) -> str | None:

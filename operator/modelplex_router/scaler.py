@@ -2,7 +2,8 @@
 
 Every ``scale_interval_seconds`` the ``Scaler``:
 
-1. shares this router's load per model (``SharedLoad.publish``; a no-op for a router that is alone);
+1. shares this router's load per model (``SharedLoad.publish``: on Kubernetes it also renews or takes the
+   scaling lease, ``kube_lease.py``; a no-op for a router that is alone);
 2. adds every loaded model's load over all routers (``cluster_load``) to its ``LoadHistory``, which
    also records the count that load calls for (``autoscale``), so every router keeps the same history;
 3. in the router that leads (the one holding the scaling lease; always, when alone) and with the
@@ -74,7 +75,8 @@ class Scaler:
 
     async def tick(self, now: float) -> None:
         coords = list(self._coordinators())
-        await self._publish({coord.api_id: float(coord.demand) for coord in coords})
+        if self._enabled:  # switched off, the router shares nothing (on Kubernetes: keeps no Leases)
+            await self._publish({coord.api_id: float(coord.demand) for coord in coords})
         self._actions = {api_id: task for api_id, task in self._actions.items() if not task.done()}
         self._histories = {c.api_id: self._histories.get(c.api_id) or LoadHistory() for c in coords}
         for coord in coords:
@@ -132,7 +134,10 @@ async def scale_to(coord: ModelCoordinator, desired: int, reason: str) -> bool:
     victims: list[Endpoint] = []
     if desired < current:
         starting = len(replicas.members) - len(replicas.ready)
-        victims = coord.pool.retire(max(0, current - desired - starting))
+        # Never more than leaves ``desired`` routable: a backend that reports one address for all its
+        # replicas (a Service) has nothing to drain; its pods drain on their own (SIGTERM).
+        routable = coord.pool.ready_count
+        victims = coord.pool.retire(max(0, min(current - desired - starting, routable - desired)))
     try:
         if victims:
             await _drained(victims, coord.settings.drain_grace_seconds)

@@ -17,6 +17,7 @@ DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
 PODS = kmock.resource("", "v1", "pods")
+LEASES = kmock.resource("coordination.k8s.io", "v1", "leases")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
@@ -37,6 +38,9 @@ def declare_resources(k: Any) -> None:
     )
     k.resources[EVENTS] = kmock.ResourceInfo(
         kind="Event", singular="event", namespaced=True, verbs={"create", "list"},
+    )
+    k.resources[LEASES] = kmock.ResourceInfo(
+        kind="Lease", singular="lease", namespaced=True, verbs={"list", "get", "create", "patch", "delete"},
     )
     k.resources[PODS] = kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True, verbs={"list", "get"})
     # kopf's backbone: it waits for these to be discoverable before it starts watching anything.

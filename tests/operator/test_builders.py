@@ -192,8 +192,9 @@ def test_service_selects_the_deployment_pods() -> None:
 @pytest.mark.parametrize(("kw", "expected"), [
     ({}, 0),
     ({"pinned": True}, 1),
-    ({"preload": True, "kubernetes": {"maxReplicas": 3}}, 3),
-    ({"preload": True, "scaling": {"minReplicas": 2, "maxReplicas": 3}}, 3),
+    # A preloaded model starts at the autoscaler's floor; the load takes it further.
+    ({"preload": True, "kubernetes": {"maxReplicas": 3}}, 1),
+    ({"preload": True, "scaling": {"minReplicas": 2, "maxReplicas": 3}}, 2),
     ({"kubernetes": {"minReplicas": 1, "maxReplicas": 2}}, 1),
     ({"scaling": {"minReplicas": 2, "maxReplicas": 4}}, 2),
 ])

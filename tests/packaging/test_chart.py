@@ -95,6 +95,7 @@ ROUTER_RBAC = {
     ("apps", "deployments"): {"get", "list", "patch"},
     ("apps", "deployments/scale"): {"patch"},
     ("", "pods"): {"list"},
+    ("coordination.k8s.io", "leases"): {"list", "create", "patch", "delete"},
 }
 
 
@@ -143,9 +144,19 @@ def test_operator_and_router_deployments(helm: Path) -> None:
     assert rc["command"] == ["python", "-m", "modelplex_router"]
     assert env["MODELPLEX_ROUTER_BACKEND"] == "kubernetes" and env["MODELPLEX_ROUTER_KUBE_MULTIMODEL"] == "demo"
     assert env["MODELPLEX_ROUTER_KUBE_NAMESPACE"] == "modelplex"
+    assert env["MODELPLEX_ROUTER_AUTOSCALER"] == "true"
     svc = one(docs, "Service", "mp-modelplex-router")
     assert svc["spec"]["selector"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_the_built_in_autoscaler_can_be_turned_off(helm: Path) -> None:
+    # For KEDA or an HPA on the router's gauges: the router then keeps no Leases, so it may not touch them.
+    docs = render(helm, "router.autoscaler=false")
+    env = _env(one(docs, "Deployment", "mp-modelplex-router")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELPLEX_ROUTER_AUTOSCALER"] == "false"
+    rules = _verbs(one(docs, "Role", "mp-modelplex-router")["rules"])
+    assert ("coordination.k8s.io", "leases") not in rules
 
 
 def test_vllm_image_is_a_value(helm: Path) -> None:

@@ -13,6 +13,7 @@ RESOURCES = {
     "pod": ("", "pods"),
     "service": ("", "services"),
     "custom_object": ("modelplex.dev", "multimodels"),  # the only custom resource the code touches
+    "lease": ("coordination.k8s.io", "leases"),
 }
 VERB = {"read": "get", "get": "get"}
 # What kopf itself does for the operator: watch the handled resources, patch them (finalizers,
@@ -43,7 +44,7 @@ def _merge(*maps: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[
 
 
 def test_router_role_is_exactly_the_calls_of_the_router(helm: Path) -> None:
-    code = calls_in("operator/modelplex_router/kube_backend.py")
+    code = calls_in("operator/modelplex_router/kube_backend.py", "operator/modelplex_router/kube_lease.py")
     assert code  # the regex still matches the client's call style
     assert _verbs(one(render(helm), "Role", "mp-modelplex-router")["rules"]) == code
 

@@ -196,7 +196,10 @@ async def test_the_autoscaler_switched_off_never_scales() -> None:
     coord = await loaded(backend, entry(maxReplicas=3, targetRequests=1))
     for _ in range(5):
         coord.occupancy.enter()
-    scaler = Scaler(lambda: [coord], Follower(), 1.0, enabled=False, metrics=coord.metrics)
+    shared = Follower()
+    shared.leading = True
+    scaler = Scaler(lambda: [coord], shared, 1.0, enabled=False, metrics=coord.metrics)
     await scaler.tick(0.0)
     await asyncio.sleep(0.05)
     assert coord.replicas().desired == 1
+    assert shared.published == []  # nor shares its load (on Kubernetes: no Leases)
