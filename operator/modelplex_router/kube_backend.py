@@ -441,7 +441,8 @@ class KubeBackend:
         # Deployments outlive the router: never scale them down here. Its leases go (another router leads).
         if self._api is not None:
             try:
-                await asyncio.wait_for(self.lease.release(), self.settings.lease_duration)
+                # Best effort, and short: an unreleased lease only expires later (another router waits longer).
+                await asyncio.wait_for(self.lease.release(), min(2.0, self.settings.lease_duration))
             except Exception as exc:
                 log.warning("cannot release the scaling lease: %s", exc)
         await self._http.aclose()
