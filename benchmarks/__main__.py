@@ -28,6 +28,7 @@ from benchmarks import (
     holding,
     memory_unload,
     peers,
+    replicas,
     routing_overhead,
     scale_from_zero,
     structured,
@@ -38,9 +39,10 @@ from benchmarks import (
 from benchmarks.report import Section, extract_section, machine, merge_sections, render_page, write
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holding", "engines")
-# vLLM's starts take a minute each: the smoke run (in the test suite) leaves them out unless --only names them.
-SLOW = ("engines",)
+COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holding", "engines", "replicas")
+# vLLM's starts take a minute each, replicas start several runtimes per configuration: the smoke run (in the
+# test suite) leaves them out unless --only names them.
+SLOW = ("engines", "replicas")
 
 
 def sizes(mode: str, repeats: int | None) -> dict[str, object]:
@@ -62,6 +64,10 @@ def sizes(mode: str, repeats: int | None) -> dict[str, object]:
                                  load_delay=3.0 if full else 2.0 if quick else 1.0,
                                  low_wait=0.5, repeats=r),
         "engines": engines.Sizes(repeats=r),
+        # vLLM's replicas only in the full run: seven vLLM starts.
+        "replicas": replicas.Sizes(requests=160 if full else 48 if quick else 8, concurrency=8, prompts=4,
+                                   max_tokens=16, engines=("transformers", "vllm") if full else ("transformers",),
+                                   repeats=r),
     }
 
 
@@ -141,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
             "memory": ("Unload frees memory", lambda: memory_unload.section(tiny(), sz["memory"], img)),
             "holding": ("Holding requests", lambda: holding.section(sz["holding"], img)),
             "engines": ("Engines: vLLM's cold start", lambda: engines.section(sz["engines"], img)),
+            "replicas": ("Replicas and routing policies", lambda: replicas.section(
+                replicas.run({"transformers": tiny(), "vllm": vllm_model()} if "vllm" in sz["replicas"].engines
+                             else {"transformers": tiny()}, sz["replicas"]), sz["replicas"])),
         }
         for key in COMPARISONS:
             if key in only:

@@ -87,8 +87,8 @@ def render_page(sections: list[Section], command: str, started: float, img_prefi
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {time.time() - started:.0f} s. "
         f"Machine: {machine()}.",
         "",
-        "Sizes: `--smoke` (seconds, for the test suite; it leaves out `engines` and vLLM), `--quick` (a few minutes), "
-        "full by default; `--repeats N`, `--only routing,scale,throughput,structured,memory,holding,engines`, "
+        "Sizes: `--smoke` (seconds, for the test suite; it leaves out `engines`, `replicas` and vLLM), `--quick` (a few minutes), "
+        "full by default; `--repeats N`, `--only routing,scale,throughput,structured,memory,holding,engines,replicas`, "
         "`--out DIR`. Raw figures go to `benchmarks.json` next to this page. The peers run from virtualenvs of their "
         "own, which the full and quick runs create when they are missing (`benchmarks/peers.py`): LiteLLM and "
         "vllm-router in `.venv-peers` (`litellm[proxy]` pins `huggingface_hub<2` and `rich<14` and would downgrade "
