@@ -165,6 +165,10 @@ def status_schema() -> dict[str, Any]:
             "service": {"type": "string"},
             "message": {"type": "string"},
             "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "lastScaling": {
+                "type": "string",
+                "description": "The autoscaler's last decision: '<time> <from> -> <to> (<router pod>): <reason>'.",
+            },
         },
     }
     condition = {

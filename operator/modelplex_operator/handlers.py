@@ -58,6 +58,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         for model_id, old, new in result.transitions:
             kopf.event(body, type="Warning" if new == "failed" else "Normal", reason="ModelStateChanged",
                        message=f"{model_id}: {old or 'new'} -> {new}")
+        for model_id, decision in result.scalings:
+            kopf.event(body, type="Normal", reason="ModelScaled", message=f"{model_id}: {decision}")
         # Only on a change of the Ready condition, not on every resync of an unchanged problem.
         if result.problems and result.ready_changed:
             kopf.event(body, type="Warning", reason="InvalidSpec", message="; ".join(result.problems))

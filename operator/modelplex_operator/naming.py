@@ -15,6 +15,8 @@ ANNOTATION_API_ID = f"{GROUP}/api-id"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 # Written by routers on the Deployment so several replicas agree on when a model was last used.
 ANNOTATION_LAST_USED = f"{GROUP}/last-used"
+# Written by the router that scaled the Deployment by load: "<time> <from> -> <to> (<router>): <reason>".
+ANNOTATION_LAST_SCALING = f"{GROUP}/last-scaling"
 
 _MAX_NAME = 63
 

@@ -22,6 +22,7 @@ from modelplex_operator.status import (
     build_status,
     ready_condition,
     ready_replicas,
+    scalings,
     transitions,
 )
 from modelplex_spec.config import ConfigError, ModelplexConfig, parse_entries
@@ -39,6 +40,7 @@ class ReconcileResult:
     actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
+    scalings: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _ready_changed(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -119,4 +121,5 @@ async def reconcile(writer: KubeWriter, body: Mapping[str, Any], defaults: Runti
     status = build_status(observations, cfg.default_model_id, previous, now, generation, rejected, "ApplyFailed")
     await writer.patch_status(namespace, name, status)
     return ReconcileResult(actions=applied, rejected=rejected, status=status, transitions=transitions(previous, status),
+                           scalings=scalings(previous, status),
                            ready_changed=_ready_changed(previous, status))

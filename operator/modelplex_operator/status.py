@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from modelplex_operator.naming import ANNOTATION_LAST_SCALING
 from modelplex_spec.engines import TRANSFORMERS, Engine
 from modelplex_spec.pod_status import pod_problem
 
@@ -64,7 +65,14 @@ def model_status(obs: ModelObservation, previous: dict[str, Any] | None, now: st
         "service": obs.name,
         "message": message,
         "lastTransitionTime": now if changed or not previous else previous.get("lastTransitionTime", now),
+        **({"lastScaling": scaling} if (scaling := last_scaling(dep)) else {}),
     }
+
+
+def last_scaling(deployment: dict[str, Any]) -> str | None:
+    """The router's record of its last scaling decision on the Deployment (time, counts, reason)."""
+    value = ((deployment.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_SCALING)
+    return str(value) if value else None
 
 
 def ready_condition(
@@ -111,6 +119,16 @@ def build_status(
     if generation is not None:
         status["observedGeneration"] = generation
     return status
+
+
+def scalings(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str]]:
+    """(api id, decision) for every model whose last scaling decision is new (for Kubernetes Events)."""
+    prev_models = previous.get("models") or {}
+    return [
+        (mid, m["lastScaling"])
+        for mid, m in (current.get("models") or {}).items()
+        if m is not None and m.get("lastScaling") and m["lastScaling"] != (prev_models.get(mid) or {}).get("lastScaling")
+    ]
 
 
 def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str | None, str]]:

@@ -35,6 +35,7 @@ from modelplex_router.backend import BackendLoadError, BackendObservation, Model
 from modelplex_router.kube_lease import ScalingLease, lease_request
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
+    ANNOTATION_LAST_SCALING,
     ANNOTATION_LAST_USED,
     GROUP,
     LABEL_MANAGED_BY,
@@ -160,9 +161,16 @@ class KubeBackend:
 
     async def scale(self, api_id: str, replicas: int, *, reason: str, remove: Sequence[str] = ()) -> None:
         dep = await self._deployment(api_id)
-        log.info("scaling %s to %d: %s", dep["metadata"]["name"], replicas, reason, extra={"model": api_id})
-        await self._scale(dep["metadata"]["name"], replicas)
+        name, before = dep["metadata"]["name"], spec_replicas(dep)
+        log.info("scaling %s to %d: %s", name, replicas, reason, extra={"model": api_id})
+        await self._scale(name, replicas)
         self._board.publish(api_id, desired=replicas)
+        # The decision, for the MultiModel's status and a Kubernetes Event (the operator reads it).
+        record = f"{now_iso()} {before} -> {replicas} ({self.lease.identity}): {reason}"
+        try:
+            await self._patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_SCALING: record}}})
+        except Exception as exc:
+            log.warning("model %s: cannot record the scaling decision: %s", api_id, exc, extra={"model": api_id})
 
     # -- clients (raw JSON: the typed models drop fields they do not know) ------------------------
 

@@ -20,6 +20,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelplex-operator"
 ANNOTATION_API_ID = f"{GROUP}/api-id"
 ANNOTATION_LAST_USED = f"{GROUP}/last-used"
+ANNOTATION_LAST_SCALING = f"{GROUP}/last-scaling"
 RUNTIME_PORT = 8000
 
 def now_iso() -> str:

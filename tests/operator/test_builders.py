@@ -16,9 +16,9 @@ from modelplex_operator.builders import (
     initial_replicas,
     service_url,
 )
-from modelplex_operator.naming import ANNOTATION_SPEC_HASH, object_name
+from modelplex_operator.naming import ANNOTATION_LAST_SCALING, ANNOTATION_SPEC_HASH, object_name
 from modelplex_operator.plan import plan
-from modelplex_operator.status import ModelObservation, build_status, model_state, transitions
+from modelplex_operator.status import ModelObservation, build_status, model_state, scalings, transitions
 from modelplex_spec import ModelEntry
 from modelplex_spec.engines import VLLM, runtime_entry_json
 
@@ -285,3 +285,15 @@ def test_status_keeps_transition_times_and_removes_gone_models() -> None:
     assert second["models"]["old"] is None  # a merge patch deletes it
     assert second["conditions"][0]["lastTransitionTime"] == "T1" and second["observedGeneration"] == 2
     assert transitions(first, second) == []
+
+
+def test_status_shows_the_last_scaling_decision_and_each_new_one_is_an_event() -> None:
+    dep = _dep(2, 1)
+    quiet = build_status([ModelObservation("qwen", "q", "demo-q", dep)], "qwen", {}, "T1", 1)
+    assert "lastScaling" not in quiet["models"]["qwen"] and scalings({}, quiet) == []
+    decision = "2026-01-01T00:00:00.000Z 1 -> 2 (router-0): load 9.0 is 9.0 per replica, above the target 8"
+    dep["metadata"] = {"annotations": {ANNOTATION_LAST_SCALING: decision}}
+    scaled = build_status([ModelObservation("qwen", "q", "demo-q", dep)], "qwen", quiet, "T2", 1)
+    assert scaled["models"]["qwen"]["lastScaling"] == decision
+    assert scalings(quiet, scaled) == [("qwen", decision)]
+    assert scalings(scaled, scaled) == []  # a resync of the same decision is no new event

@@ -31,6 +31,7 @@ from helpers.ports import free_port
 from modelplex_router.backend import BackendLoadError
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
+    ANNOTATION_LAST_SCALING,
     ANNOTATION_LAST_USED,
     LABEL_MANAGED_BY,
     LABEL_MULTIMODEL,
@@ -221,9 +222,10 @@ def test_config_from_multimodels_merges_a_namespace_and_rejects_clashes() -> Non
 def test_router_and_operator_agree_on_labels_and_annotations() -> None:
     from modelplex_operator import naming
 
-    assert (LABEL_MANAGED_BY, MANAGED_BY, LABEL_MULTIMODEL, ANNOTATION_API_ID, ANNOTATION_LAST_USED) == (
+    assert (LABEL_MANAGED_BY, MANAGED_BY, LABEL_MULTIMODEL, ANNOTATION_API_ID, ANNOTATION_LAST_USED,
+            ANNOTATION_LAST_SCALING) == (
         naming.LABEL_MANAGED_BY, naming.MANAGED_BY, naming.LABEL_MULTIMODEL, naming.ANNOTATION_API_ID,
-        naming.ANNOTATION_LAST_USED)
+        naming.ANNOTATION_LAST_USED, naming.ANNOTATION_LAST_SCALING)
 
 
 async def test_load_cluster_config_reads_the_multimodel_before_the_router_starts(

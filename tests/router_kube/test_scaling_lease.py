@@ -13,6 +13,7 @@ from kube_harness import NS, backend_for, replicas
 
 from modelplex_router.coordinator import ModelCoordinator
 from modelplex_router.kube_backend import KubeBackend
+from modelplex_router.kube_objects import ANNOTATION_LAST_SCALING
 from modelplex_router.metrics import RouterMetrics
 from modelplex_router.scaler import Scaler
 from modelplex_router.settings import RouterSettings
@@ -111,7 +112,11 @@ async def test_two_routers_never_write_conflicting_replica_counts(cluster: Any, 
             assert len({name for name, _ in scaled}) == 1, writes
             assert counts[0] == 3 and counts == sorted(counts, reverse=True) and counts[-1] == 1, writes
             leader = scaled[0][0]
-            assert coords[leader].last_scaling is not None and coords[leader].last_scaling[2] == 1
+            # Recorded once the backend's scale call has returned (the write above is its first step).
+            await eventually(lambda: (coords[leader].last_scaling or (0, 0, 0))[2] == 1, 10)
+            # The decision is recorded on the Deployment, for the MultiModel's status and an Event.
+            annotations = cluster.objects[DEPLOYMENTS, NS, "demo-tiny"].raw["metadata"]["annotations"]
+            assert f" -> 1 (router-{leader}): load called for" in annotations[ANNOTATION_LAST_SCALING]
     finally:
         for task in tasks:
             task.cancel()
