@@ -140,17 +140,20 @@ Call = Callable[[str, str, Any], Awaitable[Any]]
 ApiException-like error with ``status`` on failure (``KubeBackend`` supplies it)."""
 
 
+# Every lease call is bounded on its own: a renewal that hangs must not outlive the lease it renews.
+_REQUEST_TIMEOUT_SECONDS = 5.0
+
+
 def lease_request(api: Any, namespace: str, group: str, verb: str, name: str, body: Any) -> Awaitable[Any]:
     """The raw (``_preload_content=False``) CoordinationV1Api call behind a ``Call``."""
+    raw = {"_preload_content": False, "_request_timeout": _REQUEST_TIMEOUT_SECONDS}
     if verb == "list":
-        return api.list_namespaced_lease(namespace, label_selector=f"{LABEL_GROUP}={group}", _preload_content=False)
+        return api.list_namespaced_lease(namespace, label_selector=f"{LABEL_GROUP}={group}", **raw)
     if verb == "create":
-        return api.create_namespaced_lease(namespace, body, _preload_content=False)
+        return api.create_namespaced_lease(namespace, body, **raw)
     if verb == "patch":
-        return api.patch_namespaced_lease(
-            name, namespace, body, _content_type="application/merge-patch+json", _preload_content=False
-        )
-    return api.delete_namespaced_lease(name, namespace, _preload_content=False)
+        return api.patch_namespaced_lease(name, namespace, body, _content_type="application/merge-patch+json", **raw)
+    return api.delete_namespaced_lease(name, namespace, **raw)
 
 
 class ScalingLease:

@@ -34,11 +34,15 @@ from modelplex_spec.engines import engine_for
 log = logging.getLogger("modelplex_router.lifecycle")
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel background tasks and wait until each has ended (whatever it ended with)."""
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[None]], bound: float | None = None) -> None:
+    """Cancel background tasks and wait until each has ended (whatever it ended with), or ``bound`` seconds."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
+    if bound is not None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=bound)
+        return
     for task in tasks:
         with contextlib.suppress(BaseException):
             await task

@@ -34,6 +34,8 @@ from modelplex_router.monitor import cancel_and_wait
 
 log = logging.getLogger("modelplex_router.scaling")
 
+_SHUTDOWN_BOUND_SECONDS = 5.0
+
 
 class AloneLoad:
     """``SharedLoad`` for a router that is the only one (the local backend): it leads, its load is all."""
@@ -64,6 +66,7 @@ class Scaler:
         self._histories: dict[str, LoadHistory] = {}
         self._actions: dict[str, asyncio.Task[None]] = {}
         self._publish_problem: str | None = None
+        self._publishing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         try:
@@ -71,12 +74,17 @@ class Scaler:
                 await asyncio.sleep(self._interval)
                 await self.tick(time.monotonic())
         finally:
-            await cancel_and_wait(self._actions.values())
+            # Bounded: a scale call or a lease renewal stuck in the API must not hold up the router's exit.
+            pending = [*self._actions.values(), *([self._publishing] if self._publishing else [])]
+            await cancel_and_wait(pending, _SHUTDOWN_BOUND_SECONDS)
 
     async def tick(self, now: float) -> None:
         coords = list(self._coordinators())
-        if self._enabled:  # switched off, the router shares nothing (on Kubernetes: keeps no Leases)
-            await self._publish({coord.api_id: float(coord.demand) for coord in coords})
+        if self._enabled and (self._publishing is None or self._publishing.done()):
+            # In the background, one at a time: the decisions below never wait for the API (they use the
+            # others' load as last read). Switched off, the router shares nothing (on Kubernetes: no Leases).
+            loads = {coord.api_id: float(coord.demand) for coord in coords}
+            self._publishing = asyncio.create_task(self._publish(loads), name="share load")
         self._actions = {api_id: task for api_id, task in self._actions.items() if not task.done()}
         self._histories = {c.api_id: self._histories.get(c.api_id) or LoadHistory() for c in coords}
         for coord in coords:

@@ -106,11 +106,14 @@ async def test_two_routers_never_write_conflicting_replica_counts(cluster: Any, 
                     coords[name].occupancy.leave()
             await eventually(lambda: replicas(cluster, "demo-tiny") == 1, 20)
             scaled = writes[load_writes:]
-            # One router made every scaling write: up to 3 at once, then only down (the window's average
-            # may pass through 2) to 1; no write undoes another.
+            # One router made every scaling write: only up to 3, then only down to 1 (the window's average
+            # may pass through 2 either way, and the other router's load may reach the leader a tick late);
+            # no write undoes another.
             counts = [count for _, count in scaled]
             assert len({name for name, _ in scaled}) == 1, writes
-            assert counts[0] == 3 and counts == sorted(counts, reverse=True) and counts[-1] == 1, writes
+            peak = counts.index(3)
+            assert counts[: peak + 1] == sorted(counts[: peak + 1]), writes
+            assert counts[peak:] == sorted(counts[peak:], reverse=True) and counts[-1] == 1, writes
             leader = scaled[0][0]
             # Recorded once the backend's scale call has returned (the write above is its first step).
             await eventually(lambda: (coords[leader].last_scaling or (0, 0, 0))[2] == 1, 10)
