@@ -1,7 +1,8 @@
 """Local replicas with real runtimes and tiny models: a model with maxReplicas > 1 runs that many
 runtime processes; requests spread over them, prefix-affine ones stick to one, the autoscaler adds a
 replica under sustained load and takes it away after the delay, and a replica killed mid-load costs no
-request that had not started streaming.
+request that had not started streaming. Responses and Messages requests share the chat completions'
+prefix affinity.
 
 Requests per replica are counted by each runtime process itself (its own /metrics), not by the router.
 One router serves every test (three models, each unloaded again by the test that loads it).
@@ -135,8 +136,16 @@ def test_prefix_affine_requests_stick_to_one_replica(router: RouterProcess) -> N
         body = {"model": "sticky", "max_tokens": 2, "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": f"question {i}"}]}  # fmt: skip
         assert router.post(CHAT_PATH, body).status_code == 200
+    # The translated APIs hash the chat completion they become: the same system prompt, as Responses
+    # instructions or a Messages system, goes to the same replica.
+    for i in range(3):
+        responses = {"model": "sticky", "max_output_tokens": 2, "instructions": system, "input": f"q {i}"}
+        assert router.post("/v1/responses", responses).status_code == 200
+        messages = {"model": "sticky", "max_tokens": 2, "system": system,
+                    "messages": [{"role": "user", "content": f"q {i}"}]}  # fmt: skip
+        assert router.post("/v1/messages", messages).status_code == 200
     served = sorted(_chats_served(port) - before[pid] for pid, port in ports.items())
-    assert served == [0, 6]
+    assert served == [0, 12]
     _unload(router, "sticky")
 
 
