@@ -2,7 +2,8 @@
 
     python -m benchmarks.paired_vllm --hidden 1024 --layers 8 --heads 16 --rounds 2 --concurrency 1,16,32
 
-Both servers are up at once and take the load one at a time, alternating which goes first; every run sends
+Both servers are up at once (``--alone``: only the one measured, started for its run) and take the load one
+at a time, alternating which goes first; every run sends
 prompts neither server has seen (vLLM's prefix cache finds nothing to reuse). On a machine whose speed drifts
 between minutes (a shared one), the ratio of neighbouring runs is steadier than figures taken minutes apart.
 It reports each pair's ratio, the medians and the CPU the idle server used meanwhile. The full comparison with
@@ -25,6 +26,7 @@ from benchmarks import runtime_throughput as rt
 from benchmarks import served_peers as sp
 
 MODELPLEX, VLLM = "modelplex", "vllm"
+SERVER = {MODELPLEX: sp.MODELPLEX, VLLM: sp.VLLM}
 
 
 def _measure(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
@@ -37,19 +39,29 @@ def _measure(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in conc} for s in (MODELPLEX, VLLM)}
     idle: dict[str, list[float]] = {MODELPLEX: [], VLLM: []}
     try:
-        servers[MODELPLEX] = sp.start(sp.MODELPLEX, setup)
-        servers[VLLM] = sp.start(sp.VLLM, setup)
+        if not args.alone:
+            servers[MODELPLEX] = sp.start(SERVER[MODELPLEX], setup)
+            servers[VLLM] = sp.start(SERVER[VLLM], setup)
         cursor = 0
         for r in range(args.rounds):
             for i, c in enumerate(conc):
                 for name in ((MODELPLEX, VLLM) if (r + i) % 2 == 0 else (VLLM, MODELPLEX)):
                     other = VLLM if name == MODELPLEX else MODELPLEX
+                    if args.alone:  # only this server is up: started for its turn, stopped after it
+                        servers[name] = sp.start(SERVER[name], setup)
                     proc, extra = servers[name]
-                    before, started = servers[other][0].cpu_seconds(), time.perf_counter()
-                    out = asyncio.run(rt.served_run(proc.url, prompts[cursor: cursor + requests[c]], c,
-                                                    args.max_tokens, extra))
+                    before, started = servers[other][0].cpu_seconds() if other in servers else 0.0, time.perf_counter()
+                    try:
+                        out = asyncio.run(rt.served_run(proc.url, prompts[cursor: cursor + requests[c]], c,
+                                                        args.max_tokens, extra))
+                    finally:
+                        if args.alone:
+                            servers.pop(name)[0].stop()
                     cursor += requests[c]
-                    idle[other].append((servers[other][0].cpu_seconds() - before) / (time.perf_counter() - started))
+                    if other in servers:
+                        idle[other].append((servers[other][0].cpu_seconds() - before) / (time.perf_counter() - started))
+                    if out["tps"] == 0:
+                        raise RuntimeError(f"{name} generated no tokens at concurrency {c} (did it crash? see its log)")
                     out["load"] = os.getloadavg()[0]
                     runs[name][c].append(out)
                     print(f"round {r} c={c} {name}: {out['tps']:.1f} tokens/s, TTFT p50 {out['ttft_p50']:.2f} s "
@@ -81,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--kv-cache-gib", type=int, default=2)
     p.add_argument("--json", type=Path, help="write every run here")
+    p.add_argument("--alone", action="store_true", help="one server up at a time, started for each of its runs "
+                   "(for shapes whose two servers do not fit in memory together; the start is not measured)")
     args = p.parse_args(argv)
     from modelplex_runtime.engine.tiny import make_tiny_llama
 
@@ -92,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"c={c}: modelplex {s['modelplex_tps']:.1f} vs vLLM {s['vllm_tps']:.1f} tokens/s, ratio median "
               f"{statistics.median(s['ratios']):.2f} (pairs {', '.join(f'{x:.2f}' for x in s['ratios'])}); TTFT p50 "
               f"{s['modelplex_ttft_p50']:.2f} s vs {s['vllm_ttft_p50']:.2f} s")
-    print("idle server's CPU share while the other ran:", {k: round(v, 3) for k, v in result["idle_cpu"].items()})
+    if result["idle_cpu"]:
+        print("idle server's CPU share while the other ran:", {k: round(v, 3) for k, v in result["idle_cpu"].items()})
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
