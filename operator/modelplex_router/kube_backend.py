@@ -6,20 +6,25 @@
 * Load = scale the Deployment (scale subresource) to ``maxReplicas`` unless it has at least that
   many; unload = scale it to ``minReplicas`` (normally 0). Both are absolute writes, so several router
   replicas doing the same thing at once converge to the same count.
-* Ready = the Deployment reports a ready replica and the model's URL answers its engine's readiness
-  path with 200 (``/ready`` for the modelplex runtime, ``/health`` for vLLM).
-* URL = the model's Service DNS name, or an override per API id (tests point it at a local runtime).
+* Replicas = the model's pods, from its Service's EndpointSlices (``kube_endpoints.py``: a watch, not a
+  poll): one replica per ready pod, at ``http://<pod address>:8000``, so the router picks a pod per
+  request (``MODELPLEX_ROUTER_KUBE_ROUTE_TO=pods``, the default). With ``route_to=service``, or for a
+  model with a URL override (``service_urls``: tests, clusters where the router may not watch
+  EndpointSlices), the model has one replica: its Service (kube-proxy spreads connections, not requests).
+* Ready = a ready pod in the slices answers its engine's readiness path with 200 (``/ready`` for the
+  modelplex runtime, ``/health`` for vLLM); with the Service, the Deployment reports a ready replica
+  and the Service URL answers it.
 * Last use is written (throttled) as the ``modelplex.dev/last-used`` annotation on the Deployment, so
   every router replica can tell when *any* replica last used a model.
 
-Only ``kubernetes_asyncio`` and ``httpx`` are used; the router never imports kopf or the operator.
+Only ``kubernetes_asyncio`` and ``httpx`` are used (the API calls are ``kube_api.py``); the router never
+imports kopf or the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 import uuid
@@ -28,22 +33,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, Replica, Replicas
-from modelplex_router.kube_lease import ScalingLease, lease_request
+from modelplex_router.kube_api import KubeApi, transient_api_error
+from modelplex_router.kube_endpoints import EndpointWatch
+from modelplex_router.kube_lease import ScalingLease
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
     ANNOTATION_LAST_SCALING,
     ANNOTATION_LAST_USED,
-    GROUP,
     LABEL_MANAGED_BY,
     LABEL_MULTIMODEL,
     MANAGED_BY,
-    PLURAL,
     RUNTIME_PORT,
-    VERSION,
     config_from_multimodels,
     deployment_problem,
     last_used_from,
@@ -54,45 +56,14 @@ from modelplex_router.kube_objects import (
     spec_replicas,
     stop_bound,
 )
+from modelplex_router.kube_pods import pod_problem_of, pods_left
+from modelplex_router.kube_settings import KubeBackendSettings
 from modelplex_router.replica_board import ReplicaBoard
 from modelplex_router.settings import RouterSettings
 from modelplex_spec import ModelEntry, ModelplexConfig
-from modelplex_spec.engines import TRANSFORMERS, Engine, engine_for
-from modelplex_spec.pod_status import pod_problem
+from modelplex_spec.engines import TRANSFORMERS, engine_for
 
 log = logging.getLogger("modelplex_router.kube")
-
-
-class KubeBackendSettings(BaseSettings):
-    """MODELPLEX_ROUTER_KUBE_* (the chart sets them)."""
-
-    model_config = SettingsConfigDict(env_prefix="MODELPLEX_ROUTER_KUBE_", extra="ignore")
-
-    namespace: str = Field(default="default", description="Namespace of the MultiModels served.")
-    multimodel: str = Field(
-        default="", description="Serve this MultiModel only; empty = all in the namespace."
-    )
-    api_url: str | None = Field(
-        default=None, description="Plain API URL (tests, kubectl proxy); else in-cluster."
-    )
-    service_urls: dict[str, str] = Field(
-        default_factory=dict, description="API id -> base URL, overriding the Service DNS name (JSON)."
-    )
-    poll_interval: float = Field(
-        default=1.0, gt=0, description="Seconds between readiness checks while loading."
-    )
-    last_used_interval: float = Field(
-        default=30.0, ge=0, description="Write the last-used annotation at most this often per model."
-    )
-    pod_name: str = Field(
-        default="", description="This router's pod, recorded with the last use and as its lease holder identity."
-    )
-    lease_duration: float = Field(
-        default=10.0, gt=0, description="Seconds the scaling lease and a router's load report stay valid unrenewed."
-    )
-    lease_renew_interval: float = Field(
-        default=2.0, gt=0, description="Seconds between renewals of the scaling lease and load reports."
-    )
 
 
 @dataclass
@@ -112,14 +83,15 @@ class KubeBackend:
         self, settings: KubeBackendSettings, api: Any | None = None, http: httpx.AsyncClient | None = None
     ):
         self.settings = settings
-        self._api = api
-        self._owns_api = api is None
+        self.api = KubeApi(settings.namespace, settings.api_url, api)
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(5.0))
         self._models: dict[str, _Model] = {}
-        self._lock = asyncio.Lock()
         self._board = ReplicaBoard()
+        self.endpoints = EndpointWatch(
+            self._board, self.api.endpoint_slice_lister, settings.namespace, settings.endpoints_resync
+        )
         self.lease = ScalingLease(
-            self._lease_call,
+            functools.partial(self.api.lease, settings.multimodel or "all"),
             settings.multimodel or "all",
             settings.pod_name or f"router-{uuid.uuid4().hex[:8]}",
             settings.lease_duration,
@@ -140,13 +112,11 @@ class KubeBackend:
     def cluster_load(self, api_id: str, own: float) -> float:
         return own + self.lease.others(api_id)
 
-    async def _lease_call(self, verb: str, name: str, body: Any) -> Any:
-        from kubernetes_asyncio import client
-
-        api = client.CoordinationV1Api((await self._apis())[0].api_client)
-        return await self._json(await lease_request(api, self.settings.namespace, self.lease.group, verb, name, body))
-
     # -- replicas ---------------------------------------------------------------------------------
+
+    def by_pods(self, api_id: str) -> bool:
+        """The model's requests go to its pods (else to its Service, or the URL override)."""
+        return self.settings.route_to == "pods" and api_id not in self.settings.service_urls
 
     def replicas(self, api_id: str) -> Replicas:
         return self._board.get(api_id)
@@ -155,6 +125,8 @@ class KubeBackend:
         return await self._board.changed(api_id, version, timeout_seconds)
 
     def _publish(self, api_id: str, dep: Mapping[str, Any], ready: bool) -> Replicas:
+        if self.by_pods(api_id):  # the members are the EndpointSlice watch's
+            return self._board.publish(api_id, desired=spec_replicas(dep))
         name = dep["metadata"]["name"]
         members = [Replica(name, self.url_for(api_id, name), True)] if ready else []
         return self._board.publish(api_id, desired=spec_replicas(dep), members=members)
@@ -168,89 +140,17 @@ class KubeBackend:
         # The decision, for the MultiModel's status and a Kubernetes Event (the operator reads it).
         record = f"{now_iso()} {before} -> {replicas} ({self.lease.identity}): {reason}"
         try:
-            await self._patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_SCALING: record}}})
+            await self.api.patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_SCALING: record}}})
         except Exception as exc:
             log.warning("model %s: cannot record the scaling decision: %s", api_id, exc, extra={"model": api_id})
 
-    # -- clients (raw JSON: the typed models drop fields they do not know) ------------------------
-
-    async def _apis(self) -> Any:
-        if self._api is None:
-            self._api = await make_api_client(self.settings.api_url)
-        from kubernetes_asyncio import client
-
-        return client.AppsV1Api(self._api), client.CoreV1Api(self._api), client.CustomObjectsApi(self._api)
-
-    @staticmethod
-    async def _json(resp: Any) -> Any:
-        """The body of a raw (``_preload_content=False``) response; ApiException for a non-2xx status,
-        which the client does not raise itself for raw responses."""
-        body = await resp.read()
-        if not 200 <= resp.status <= 299:
-            from kubernetes_asyncio.client.exceptions import ApiException
-
-            exc = ApiException(status=resp.status, reason=resp.reason)
-            exc.body = body.decode("utf-8", "replace")
-            raise exc
-        return json.loads(body) if body else {}
-
-    async def _read_deployment(self, name: str) -> dict[str, Any]:
-        apps, _, _ = await self._apis()
-        return await self._json(
-            await apps.read_namespaced_deployment(name, self.settings.namespace, _preload_content=False)
-        )
-
-    async def _list_deployments(self, selector: str) -> list[dict[str, Any]]:
-        apps, _, _ = await self._apis()
-        data = await self._json(
-            await apps.list_namespaced_deployment(
-                self.settings.namespace, label_selector=selector, _preload_content=False
-            )
-        )
-        return list(data.get("items", []))
-
-    async def _patch_deployment(self, name: str, body: dict[str, Any]) -> None:
-        apps, _, _ = await self._apis()
-        await self._json(
-            await apps.patch_namespaced_deployment(
-                name,
-                self.settings.namespace,
-                body,
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-            )
-        )
-
     async def _scale(self, name: str, replicas: int) -> None:
-        apps, _, _ = await self._apis()
-        # An absolute count through the scale subresource: idempotent across router replicas.
-        await self._json(
-            await apps.patch_namespaced_deployment_scale(
-                name,
-                self.settings.namespace,
-                {"spec": {"replicas": replicas}},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-            )
-        )
+        await self.api.scale_deployment(name, replicas)
 
     # -- discovery -------------------------------------------------------------------------------
 
     async def list_multimodels(self) -> list[dict[str, Any]]:
-        _, _, custom = await self._apis()
-        ns = self.settings.namespace
-        if self.settings.multimodel:
-            return [
-                await self._json(
-                    await custom.get_namespaced_custom_object(
-                        GROUP, VERSION, ns, PLURAL, self.settings.multimodel, _preload_content=False
-                    )
-                )
-            ]
-        data = await self._json(
-            await custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _preload_content=False)
-        )
-        return list(data.get("items", []))
+        return await self.api.multimodels(self.settings.multimodel)
 
     async def load_config(self, default_model_id: str | None = None) -> ModelplexConfig:
         config, _ = config_from_multimodels(await self.list_multimodels(), default_model_id)
@@ -265,7 +165,7 @@ class KubeBackend:
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         if self.settings.multimodel:
             selector += f",{LABEL_MULTIMODEL}={self.settings.multimodel}"
-        for dep in await self._list_deployments(selector):
+        for dep in await self.api.list_deployments(selector):
             meta = dep.get("metadata", {})
             labels = meta.get("labels") or {}
             # Filtered here too: the label selector is the server's job, but a wrong match would scale
@@ -276,6 +176,8 @@ class KubeBackend:
                 continue
             if (meta.get("annotations") or {}).get(ANNOTATION_API_ID) == api_id:
                 self._models.setdefault(api_id, _Model(deployment="")).deployment = meta["name"]
+                if self.by_pods(api_id):
+                    self.endpoints.follow(api_id, meta["name"])  # the operator names the Service so
                 return meta["name"]
         raise BackendLoadError(
             f"no Deployment for model {api_id!r} in namespace {self.settings.namespace!r} yet; "
@@ -287,12 +189,12 @@ class KubeBackend:
 
         name = await self._deployment_name(api_id)
         try:
-            return await self._read_deployment(name)
+            return await self.api.read_deployment(name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
         # Renamed or recreated: look it up again once.
-        return await self._read_deployment(await self._deployment_name(api_id, refresh=True))
+        return await self.api.read_deployment(await self._deployment_name(api_id, refresh=True))
 
     def url_for(self, api_id: str, deployment: str) -> str:
         override = self.settings.service_urls.get(api_id)
@@ -305,6 +207,8 @@ class KubeBackend:
 
     async def ensure_started(self, api_id: str, entry: ModelEntry) -> None:
         self._models.setdefault(api_id, _Model(deployment="")).entry = entry
+        if self.by_pods(api_id):
+            await self.endpoints.start()
         dep = await self._deployment(api_id)
         loaded, _ = load_target(entry)
         if spec_replicas(dep) < loaded:
@@ -319,7 +223,10 @@ class KubeBackend:
     async def wait_ready(self, api_id: str, timeout_seconds: float) -> Replicas:
         deadline = time.monotonic() + timeout_seconds
         last_reason = "no ready replica yet"
+        if self.by_pods(api_id):
+            await self.endpoints.start()
         while True:
+            version = self._board.get(api_id).version
             try:
                 dep = await self._deployment(api_id)
             except Exception as exc:
@@ -338,52 +245,35 @@ class KubeBackend:
                 raise BackendLoadError(f"deployment {name} was scaled to zero while the model was loading")
             entry = self._models[api_id].entry if api_id in self._models else None
             engine = engine_for(entry) if entry is not None else TRANSFORMERS
-            if ready_replicas(dep) >= 1:
-                url = self.url_for(api_id, name)
+            urls = self._ready_urls(api_id, dep)
+            for url in urls:
                 if await self._answers_ready(url + engine.ready_path):
                     return self._publish(api_id, dep, True)
-                last_reason = f"{url}{engine.ready_path} does not answer 200 yet"
+            if urls:
+                last_reason = f"{urls[0]}{engine.ready_path} does not answer 200 yet"
             else:
-                problem = await self._pod_problem(dep, engine)
+                last_reason = self.endpoints.waiting_for(name) if self.by_pods(api_id) else "no ready replica yet"
+                problem = await pod_problem_of(self.api, dep, engine)
                 if problem:
                     raise BackendLoadError(problem)
             if time.monotonic() >= deadline:
                 raise BackendLoadError(
                     f"model {api_id!r} not ready after {timeout_seconds:.0f}s: {last_reason}"
                 )
-            await asyncio.sleep(self.settings.poll_interval)
+            # Woken early by the EndpointSlice watch when the model's pods change.
+            await self._board.changed(api_id, version, min(self.settings.poll_interval, deadline - time.monotonic()))
+
+    def _ready_urls(self, api_id: str, dep: Mapping[str, Any]) -> list[str]:
+        """Where a ready replica should answer now: the ready pods, or the Service once one is ready."""
+        if self.by_pods(api_id):
+            return [ep.url for ep in self.endpoints.ready(api_id)]
+        return [self.url_for(api_id, dep["metadata"]["name"])] if ready_replicas(dep) >= 1 else []
 
     async def _answers_ready(self, url: str) -> bool:
         try:
             return (await self._http.get(url)).status_code == 200
         except httpx.HTTPError:
             return False
-
-    async def _pod_problem(self, dep: Mapping[str, Any], engine: Engine) -> str | None:
-        pods = await self._pods(dep)
-        return pod_problem(pods, engine) if pods else None
-
-    async def _pods(self, dep: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-        """The Deployment's pods (by its selector); None when they cannot be listed."""
-        match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        if not match:
-            return None
-        selector = ",".join(f"{k}={v}" for k, v in match.items())
-        _, core, _ = await self._apis()
-        try:
-            pods = await self._json(
-                await core.list_namespaced_pod(
-                    self.settings.namespace, label_selector=selector, _preload_content=False
-                )
-            )
-        except Exception as exc:  # no permission or no pods API: readiness still works without it
-            log.debug("cannot list pods: %s", exc)
-            return None
-        return [
-            p
-            for p in pods.get("items", [])
-            if match.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()
-        ]
 
     async def stop(self, api_id: str, grace_seconds: float) -> None:
         model = self._models.get(api_id)
@@ -399,7 +289,7 @@ class KubeBackend:
         # counted: a terminating pod still holds its GPU), as long as the kubelet may take to kill them.
         deadline = time.monotonic() + stop_bound(dep, grace_seconds)
         while True:
-            left = await self._pods_left(dep, unloaded)
+            left = await pods_left(self.api, dep, unloaded)
             if left is None:
                 return
             if time.monotonic() >= deadline:
@@ -410,22 +300,14 @@ class KubeBackend:
                 return
             await asyncio.sleep(self.settings.poll_interval)
 
-    async def _pods_left(self, dep: Mapping[str, Any], unloaded: int) -> str | None:
-        """A pod beyond ``unloaded`` that still exists (terminating or not); None when there is none."""
-        pods = await self._pods(dep)
-        if pods is None:  # pods cannot be listed: fall back to the Deployment's own count
-            dep = await self._read_deployment(dep["metadata"]["name"])
-            count = int((dep.get("status") or {}).get("replicas") or 0)
-            return None if count <= unloaded else f"({count} replicas)"
-        return pods[unloaded]["metadata"]["name"] if len(pods) > unloaded else None
-
     async def end_unresponsive(self, api_id: str, replica_id: str) -> None:
         """Leave the pod to its liveness probe (the kubelet restarts the container): the router may not
         delete pods, and scaling to zero would unload a model other replicas may still be serving."""
         log.warning(
-            "model %s: runtime unresponsive; leaving its pod to the liveness probe",
+            "model %s: runtime %s unresponsive; leaving its pod to the liveness probe",
             api_id,
-            extra={"model": api_id},
+            replica_id,
+            extra={"model": api_id, "replica": replica_id},
         )
 
     async def observe(self, api_id: str) -> BackendObservation:
@@ -435,7 +317,10 @@ class KubeBackend:
             return BackendObservation(running=False, ready=False, failed=True, message=str(exc))
         running = spec_replicas(dep) > 0
         problem = deployment_problem(dep)
-        ready = running and ready_replicas(dep) > 0
+        if self.by_pods(api_id):
+            ready = running and bool(self.endpoints.ready(api_id))
+        else:
+            ready = running and ready_replicas(dep) > 0
         self._publish(api_id, dep, ready)
         return BackendObservation(
             running=running,
@@ -447,15 +332,15 @@ class KubeBackend:
 
     async def close(self) -> None:
         # Deployments outlive the router: never scale them down here. Its leases go (another router leads).
-        if self._api is not None:
+        await self.endpoints.close()
+        if self.api.started:
             try:
                 # Best effort, and short: an unreleased lease only expires later (another router waits longer).
                 await asyncio.wait_for(self.lease.release(), min(2.0, self.settings.lease_duration))
             except Exception as exc:
                 log.warning("cannot release the scaling lease: %s", exc)
         await self._http.aclose()
-        if self._owns_api and self._api is not None:
-            await self._api.close()
+        await self.api.close()
 
     # -- shared idle bookkeeping -----------------------------------------------------------------
 
@@ -469,7 +354,7 @@ class KubeBackend:
         value = now_iso() if not self.settings.pod_name else f"{now_iso()} {self.settings.pod_name}"
         try:
             name = await self._deployment_name(api_id)
-            await self._patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_USED: value}}})
+            await self.api.patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_USED: value}}})
         except BaseException:
             model.last_written = before  # not written: the next use tries again
             raise
@@ -479,31 +364,6 @@ class KubeBackend:
         dep = await self._deployment(api_id)
         value = ((dep.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_USED, "")
         return parse_iso(value.split(" ")[0] if value else None)
-
-
-def transient_api_error(exc: BaseException) -> bool:
-    """An API error worth retrying: the server overloaded or failing (429, 5xx), or the connection."""
-    import aiohttp
-    from kubernetes_asyncio.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        return exc.status == 429 or (exc.status or 0) >= 500
-    return isinstance(exc, aiohttp.ClientError | TimeoutError)
-
-
-async def make_api_client(api_url: str | None) -> Any:
-    """In-cluster credentials, else the kubeconfig; or a plain URL (tests, `kubectl proxy`)."""
-    from kubernetes_asyncio import client, config
-
-    cfg = client.Configuration()
-    if api_url:
-        cfg.host = api_url.rstrip("/")
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            await config.load_kube_config(client_configuration=cfg)
-    return client.ApiClient(configuration=cfg)
 
 
 def build_kube_backend(settings: RouterSettings) -> KubeBackend:

@@ -22,6 +22,7 @@ ANNOTATION_API_ID = f"{GROUP}/api-id"
 ANNOTATION_LAST_USED = f"{GROUP}/last-used"
 ANNOTATION_LAST_SCALING = f"{GROUP}/last-scaling"
 RUNTIME_PORT = 8000
+RUNTIME_PORT_NAME = "http"  # the runtime container's and the Service's port name
 
 def now_iso() -> str:
     # Milliseconds: idle timeouts can be short, and the readers allow only for the write throttle.

@@ -1,0 +1,151 @@
+"""A list + watch of one kind of object in a namespace, kept as a cache (name -> raw object).
+
+The loop: list (the cache becomes exactly what the server has), then watch from the list's
+``resourceVersion``, applying each ADDED / MODIFIED / DELETED event, for at most ``resync_seconds``
+(asked of the server as ``timeout_seconds``, and bounded on this side too, since a server or proxy
+that ignores it would hold the stream forever); then list again. That relist is the periodic resync:
+an event lost anywhere on the way is corrected by the next one. An error (the connection, a 5xx, a 410
+for a version too old, a 403 for missing RBAC) is logged once per distinct problem and retried after a
+back-off (``retry_initial`` doubling to ``retry_max``), which a successful list resets. Every list
+request has its own timeout.
+
+``on_change`` is called (synchronously, in the loop) after each list and each event, with the whole
+cache; the caller derives what it needs from it (``kube_endpoints.py``: each model's ready pods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+log = logging.getLogger("modelplex_router.kube")
+
+# (namespace, label_selector, **kwargs) -> raw response (``_preload_content=False``)
+ListCall = Callable[..., Awaitable[Any]]
+
+
+class ListWatch:
+    def __init__(
+        self,
+        what: str,
+        list_call: ListCall,
+        namespace: str,
+        label_selector: str,
+        on_change: Callable[[Mapping[str, dict[str, Any]]], None],
+        *,
+        resync_seconds: float = 300.0,
+        request_timeout: float = 10.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.what = what
+        self._list = list_call
+        self._namespace = namespace
+        self._selector = label_selector
+        self._on_change = on_change
+        self._resync = resync_seconds
+        self._timeout = request_timeout
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+        """Set once the first list has arrived (the cache is the server's view from then on)."""
+        self.problem: str | None = None
+        """Why the last attempt failed (None while the watch works)."""
+        self.lists = 0
+        """How many lists were made (the first one and every resync or recovery)."""
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._relist()
+                failures = 0
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _expired(exc):
+                    continue  # 410 Gone: the version is too old to watch from; list again at once
+                failures += 1
+                problem = _describe(exc)
+                if problem != self.problem:
+                    log.warning("watching %s failed (%s); retrying", self.what, problem)
+                self.problem = problem
+                await asyncio.sleep(min(self._retry_max, self._retry_initial * 2 ** min(failures - 1, 16)))
+
+    async def _relist(self) -> str | None:
+        resp = await self._list(
+            self._namespace, label_selector=self._selector, _preload_content=False,
+            _request_timeout=self._timeout,
+        )  # fmt: skip
+        data = await raw_json(resp)
+        self.objects = {
+            obj["metadata"]["name"]: obj for obj in data.get("items") or [] if (obj.get("metadata") or {}).get("name")
+        }
+        self.lists += 1
+        if self.problem is not None:
+            log.info("watching %s works again", self.what)
+        self.problem = None
+        self.synced.set()
+        self._on_change(self.objects)
+        return (data.get("metadata") or {}).get("resourceVersion")
+
+    async def _watch(self, version: str | None) -> None:
+        from kubernetes_asyncio import watch
+
+        kwargs: dict[str, Any] = {"label_selector": self._selector, "timeout_seconds": int(self._resync)}
+        if version:
+            kwargs["resource_version"] = version
+        # No connect/read bound inside the stream: an idle watch is silent; the whole stream is bounded below.
+        kwargs["_request_timeout"] = self._resync + self._timeout
+        # ``return_type="object"``: the raw dicts, as everywhere in the router (the typed models drop fields).
+        async with watch.Watch(return_type="object") as stream:
+            try:
+                async with asyncio.timeout(self._resync + self._timeout):
+                    async for event in stream.stream(self._list, self._namespace, **kwargs):
+                        self._apply(event.get("type"), event.get("raw_object") or {})
+            except TimeoutError:
+                return  # the server kept the stream open past its timeout: resync now
+
+    def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if not name or kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK, or nothing to go on
+        if kind == "DELETED":
+            if self.objects.pop(name, None) is None:
+                return
+        else:
+            self.objects[name] = obj
+        self._on_change(self.objects)
+
+
+async def raw_json(resp: Any) -> Any:
+    """The body of a raw (``_preload_content=False``) response; ApiException for a non-2xx status,
+    which the client does not raise itself for raw responses."""
+    body = await resp.read()
+    if not 200 <= resp.status <= 299:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        exc = ApiException(status=resp.status, reason=resp.reason)
+        exc.body = body.decode("utf-8", "replace")
+        raise exc
+    return json.loads(body) if body else {}
+
+
+def _expired(exc: BaseException) -> bool:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    return isinstance(exc, ApiException) and exc.status == 410
+
+
+def _describe(exc: BaseException) -> str:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        hint = " (the router's Role needs get/list/watch on this resource)" if exc.status == 403 else ""
+        return f"HTTP {exc.status} {exc.reason or ''}".rstrip() + hint
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
