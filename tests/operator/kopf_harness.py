@@ -18,12 +18,14 @@ SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
 PODS = kmock.resource("", "v1", "pods")
 LEASES = kmock.resource("coordination.k8s.io", "v1", "leases")
+ENDPOINTSLICES = kmock.resource("discovery.k8s.io", "v1", "endpointslices")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 def declare_resources(k: Any) -> None:
-    """What discovery must show: the CRD, Deployments (with scale/status), Services and Events."""
+    """What discovery must show: the CRD, Deployments (with scale/status), Services, Events, Leases, Pods and
+    EndpointSlices."""
     k.resources[MM] = kmock.ResourceInfo(
         kind="MultiModel", singular="multimodel", namespaced=True, shortnames={"mm"},
         verbs={"list", "watch", "get", "patch", "create", "delete"}, subresources={"status"},
@@ -43,6 +45,10 @@ def declare_resources(k: Any) -> None:
         kind="Lease", singular="lease", namespaced=True, verbs={"list", "get", "create", "patch", "delete"},
     )
     k.resources[PODS] = kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True, verbs={"list", "get"})
+    k.resources[ENDPOINTSLICES] = kmock.ResourceInfo(
+        kind="EndpointSlice", singular="endpointslice", namespaced=True,
+        verbs={"list", "watch", "get", "create", "patch", "delete"},
+    )
     # kopf's backbone: it waits for these to be discoverable before it starts watching anything.
     k.resources[NAMESPACES] = kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False,
                                                  verbs={"list", "watch", "get"})
