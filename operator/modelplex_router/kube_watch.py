@@ -106,10 +106,15 @@ class ListWatch:
         async with watch.Watch(return_type="object") as stream:
             try:
                 async with asyncio.timeout(self._resync + self._timeout):
-                    async for event in stream.stream(self._list, self._namespace, **kwargs):
+                    async for event in stream.stream(self._watch_call, self._namespace, **kwargs):
                         self._apply(event.get("type"), event.get("raw_object") or {})
             except TimeoutError:
                 return  # the server kept the stream open past its timeout: resync now
+
+    async def _watch_call(self, *args: Any, watch: bool = False, **kwargs: Any) -> Any:
+        # The client would send ``watch=True``; the API server reads any boolean spelling, but emulators and
+        # some proxies only Go's canonical ``true``.
+        return await self._list(*args, watch="true" if watch else "false", **kwargs)
 
     def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name")

@@ -12,11 +12,17 @@ name (``"*"`` for every model):
     die_after_tokens   SIGKILL itself after streaming this many tokens
     busy_retry_after   answer chat completions 429 with this Retry-After (a runtime whose queue is full)
     echo               answer chat completions with the JSON of the messages received
+    hold_streams       a stream sends its first token, then waits (at most 60 s) for ``POST /release``
+                       before the rest (a request kept in flight for as long as a test needs)
 
 Chat completions honour ``tools`` with ``tool_choice`` "required" or a named function (one call to
 that tool, its arguments made from the tool's parameter schema, streamed in fragments) and
 ``response_format`` (a JSON object made from the schema), so the router's API translations can be
 tested end to end; ``stream_options.include_usage`` adds the usage chunk. ``/tokenize`` counts words.
+
+``/metrics`` counts the chat completions received, as the real runtime names it
+(``modelplex_runtime_requests_total{endpoint="/v1/chat/completions"}``), so tests can tell which process
+served how many.
 
 Every start appends ``<served name> <pid>`` to FAKE_RUNTIME_EVENTS, and a client disconnect in the
 middle of a stream (or of a non-streamed chat completion slowed by token_delay) appends
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -137,6 +144,9 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if token_delay:
                     await asyncio.sleep(token_delay)
+                if i == 1 and behaviour.get("hold_streams"):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(released.wait(), 60)
                 finish = "stop" if i == len(texts) - 1 else None
                 if kind == "chat":
                     choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
@@ -184,8 +194,22 @@ def build_app(name: str, behaviour: dict[str, Any]) -> FastAPI:
             return json.dumps({"answer": text()})
         return text()
 
+    chats = {"count": 0}
+    released = asyncio.Event()
+
+    @app.post("/release")
+    async def release() -> dict[str, str]:
+        released.set()
+        return {"status": "released"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        sample = f'modelplex_runtime_requests_total{{endpoint="/v1/chat/completions",code="200"}} {chats["count"]}'
+        return Response("# TYPE modelplex_runtime_requests counter\n" + sample + "\n", media_type="text/plain")
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        chats["count"] += 1
         body = await request.json()
         if (err := wrong_model(body)) is not None:
             return err

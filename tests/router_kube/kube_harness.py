@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import uvicorn
 from kopf_harness import DEPLOYMENTS, eventually
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.ports import free_port
 from modelplex_router.app import create_app
@@ -64,6 +65,30 @@ def backend_for(cluster: Any, ports: dict[str, int], **kw: Any) -> KubeBackend:
         **kw))
 
 
+def pod_backend(cluster: Any, **kw: Any) -> KubeBackend:
+    """A backend that routes to the pods of each model's EndpointSlices (no Service URL override)."""
+    return KubeBackend(KubeBackendSettings(
+        namespace=NS, multimodel="demo", api_url=str(cluster.url), poll_interval=0.1, **kw))
+
+
+async def chats_served(url: str) -> float:
+    """Chat completions one runtime process has answered, by its own count (its /metrics)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelplex_runtime_requests_total" and sample.labels.get("endpoint") == CHAT_PATH
+    )
+
+
+async def replica_card(client: httpx.AsyncClient, model: str) -> dict[str, int]:
+    """``replicas`` of the model's entry in /v1/models."""
+    [card] = [m for m in (await client.get("/v1/models")).json()["data"] if m["id"] == model]
+    return card["replicas"]
+
+
 async def until(check: Any, within: float = 30.0) -> Any:
     """Poll an async check until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + within
@@ -82,3 +107,4 @@ async def status_of(client: httpx.AsyncClient, model: str) -> str:
 
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+CHAT_PATH = "/v1/chat/completions"
