@@ -96,6 +96,7 @@ ROUTER_RBAC = {
     ("apps", "deployments/scale"): {"patch"},
     ("", "pods"): {"list"},
     ("coordination.k8s.io", "leases"): {"list", "create", "patch", "delete"},
+    ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
 }
 
 
@@ -157,6 +158,16 @@ def test_the_built_in_autoscaler_can_be_turned_off(helm: Path) -> None:
     assert env["MODELPLEX_ROUTER_AUTOSCALER"] == "false"
     rules = _verbs(one(docs, "Role", "mp-modelplex-router")["rules"])
     assert ("coordination.k8s.io", "leases") not in rules
+
+
+def test_routing_to_the_service_needs_no_endpointslice_access(helm: Path) -> None:
+    default = render(helm)
+    env = _env(one(default, "Deployment", "mp-modelplex-router")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELPLEX_ROUTER_KUBE_ROUTE_TO"] == "pods"
+    docs = render(helm, "router.routeTo=service")
+    env = _env(one(docs, "Deployment", "mp-modelplex-router")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELPLEX_ROUTER_KUBE_ROUTE_TO"] == "service"
+    assert ("discovery.k8s.io", "endpointslices") not in _verbs(one(docs, "Role", "mp-modelplex-router")["rules"])
 
 
 def test_vllm_image_is_a_value(helm: Path) -> None:
