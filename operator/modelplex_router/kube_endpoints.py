@@ -47,7 +47,7 @@ class EndpointWatch:
         self._resync = resync_seconds
         self._models: dict[str, str] = {}  # api id -> Service
         self._endpoints: dict[str, list[PodEndpoint]] = {}  # api id -> its pods as last published
-        self._slices: Mapping[str, dict[str, Any]] = {}
+        self._by_service: dict[str, list[dict[str, Any]]] = {}
         self._watch: ListWatch | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -87,14 +87,16 @@ class EndpointWatch:
         return [ep for ep in self._endpoints.get(api_id, []) if ep.ready]
 
     def _changed(self, slices: Mapping[str, dict[str, Any]]) -> None:
-        self._slices = slices
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for endpoint_slice in slices.values():
+            if (service := service_of(endpoint_slice)) is not None:
+                by_service.setdefault(service, []).append(endpoint_slice)
+        self._by_service = by_service
         for api_id in self._models:
             self._publish(api_id)
 
     def _publish(self, api_id: str) -> None:
-        service = self._models[api_id]
-        mine = [s for s in self._slices.values() if service_of(s) == service]
-        now = pod_endpoints(mine, RUNTIME_PORT_NAME, RUNTIME_PORT)
+        now = pod_endpoints(self._by_service.get(self._models[api_id], []), RUNTIME_PORT_NAME, RUNTIME_PORT)
         before = self._endpoints.get(api_id, [])
         if now == before and api_id in self._endpoints:
             return

@@ -64,7 +64,11 @@ class ListWatch:
             try:
                 version = await self._relist()
                 failures = 0
+                started = asyncio.get_running_loop().time()
                 await self._watch(version)
+                if asyncio.get_running_loop().time() - started < 1.0:
+                    # A server or proxy that ends every watch at once: no tight list loop.
+                    await asyncio.sleep(self._retry_initial)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
