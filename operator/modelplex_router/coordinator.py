@@ -72,6 +72,7 @@ class ModelCoordinator:
         self._load_task: asyncio.Task[None] | None = None
         self._unload_task: asyncio.Task[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._looking: asyncio.Task[None] | None = None
         metrics.set_status(api_id, self.state)
         metrics.load_backoff.labels(model=api_id).set(0)
 
@@ -162,6 +163,8 @@ class ModelCoordinator:
                     raise self._wait_timeout()
                 if self.state is ModelState.LOADED:
                     # Loaded, but every replica is restarting or going away: wait for the next one.
+                    if not self.backend.replicas(self.api_id).members:
+                        self._look_now()
                     await self.backend.replicas_changed(
                         self.api_id, self.pool.version, min(remaining, _NO_REPLICA_RECHECK_SECONDS)
                     )
@@ -404,6 +407,15 @@ class ModelCoordinator:
         if obs.memory_bytes is not None:
             self.metrics.model_memory.labels(model=self.api_id).set(obs.memory_bytes)
         return obs
+
+    def _look_now(self) -> None:
+        """The backend lists no replica at all while the model counts as loaded (its only process died):
+        the monitor's look at the backend runs now (once at a time), not at its next tick, so a request
+        waiting here finds the crash and reloads the model instead of waiting out ``monitor_interval``."""
+        if self._looking is None or self._looking.done():
+            from modelplex_router.monitor import after_upstream_failure  # monitor imports this module
+
+            self._looking = asyncio.get_running_loop().create_task(after_upstream_failure(self))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` for this model in the background (kept referenced until it ends)."""
