@@ -45,7 +45,7 @@ COMPARISONS = ("routing", "scale", "throughput", "structured", "memory", "holdin
 SLOW = ("engines", "replicas")
 
 
-def sizes(mode: str, repeats: int | None) -> dict[str, object]:
+def sizes(mode: str, repeats: int | None, vllm_replicas: bool = False) -> dict[str, object]:
     full = mode == "full"
     quick = mode == "quick"
     r = repeats or (3 if full else 1)
@@ -64,9 +64,10 @@ def sizes(mode: str, repeats: int | None) -> dict[str, object]:
                                  load_delay=3.0 if full else 2.0 if quick else 1.0,
                                  low_wait=0.5, repeats=r),
         "engines": engines.Sizes(repeats=r),
-        # vLLM's replicas only in the full run: seven vLLM starts.
+        # vLLM's replicas only in the full run (seven vLLM starts), or when asked for.
         "replicas": replicas.Sizes(requests=160 if full else 48 if quick else 8, concurrency=8, prompts=4,
-                                   max_tokens=16, engines=("transformers", "vllm") if full else ("transformers",),
+                                   max_tokens=16,
+                                   engines=("transformers", "vllm") if full or vllm_replicas else ("transformers",),
                                    repeats=r),
     }
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="repeated runs per figure (full 3, quick and smoke 1)")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(COMPARISONS)} (--smoke: "
                         f"all but {','.join(SLOW)})")
+    parser.add_argument("--vllm-replicas", action="store_true",
+                        help="the replicas comparison runs vLLM-engine replicas too (the full run always does)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md and img/ (default docs/)")
     args = parser.parse_args(argv)
     run_mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -101,11 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown comparison(s): {', '.join(sorted(unknown))}; choose from {', '.join(COMPARISONS)}")
     if run_mode != "smoke":
         peers.prepare(only)
-    sz = sizes(run_mode, args.repeats)
+    sz = sizes(run_mode, args.repeats, args.vllm_replicas)
     img = args.out / "img"
     started = time.time()
     command = "python -m benchmarks" + ("" if run_mode == "full" else f" --{run_mode}") + (
-        f" --repeats {args.repeats}" if args.repeats else "") + ("" if only == default else f" --only {','.join(only)}")
+        f" --repeats {args.repeats}" if args.repeats else "") + ("" if only == default else f" --only {','.join(only)}") + (
+        " --vllm-replicas" if args.vllm_replicas else "")
     sections: list[Section] = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir: Path | None = None
