@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     p.add_argument(
         "--cpu-threads",
         type=int,
-        help="Torch threads on CPU (default: all cores, but one for batches under 8).",
+        help="Torch threads on CPU (default: measured per step size, all cores or all but one).",
     )
     p.add_argument(
         "--kv-cache-gib",

@@ -29,7 +29,7 @@ class RuntimeSettings(BaseSettings):
     cpu_threads: int | None = Field(
         default=None,
         ge=1,
-        description="Torch threads on CPU; default: all cores, but one (kept for HTTP) for batches under 8.",
+        description="Torch threads on CPU; default: measured per step size, all cores or all but one (kept for HTTP).",
     )
     kv_cache_gib: float | None = Field(
         default=None,

@@ -182,14 +182,6 @@ def test_gguf_entry_loads_the_same_model(engine, tiny_llama_dir: Path, tmp_path:
         gguf_engine.shutdown()
 
 
-def test_cpu_thread_policy() -> None:
-    from modelplex_runtime.engine.loading import BIG_STEP, cpu_thread_policy
-
-    assert cpu_thread_policy(3)(1) == 3 and cpu_thread_policy(3)(64) == 3
-    auto = cpu_thread_policy(None)
-    assert auto(BIG_STEP) >= auto(1) >= 1
-
-
 def test_a_burst_from_idle_is_prefilled_as_one_batch(tiny_llama_dir: Path) -> None:
     from modelplex_runtime.engine.batcher import ContinuousBatcher
     from modelplex_runtime.engine.text_engine import batch_path

@@ -29,39 +29,6 @@ def resolve_device(option: str) -> torch.device:
     return device
 
 
-BIG_STEP = 8
-
-
-def cpu_thread_policy(requested: int | None) -> Callable[[int], int]:
-    """Torch's intra-op thread count for a batch step of ``tokens`` tokens on CPU.
-
-    Small steps leave one core to the event loop and HTTP: when torch's spinning worker threads share
-    every core with them, each short decode step stalls for scheduler time slices (measured on 2 shared
-    cores: one stream of the benchmark model at 70-95 tokens/s with 2 threads, 130-170 with 1). Big
-    steps amortize those stalls and want every core. ``requested`` pins the count.
-    """
-    if requested:
-        return lambda tokens: requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    return lambda tokens: cores if tokens >= BIG_STEP or cores == 1 else cores - 1
-
-
-def thread_setter(policy: Callable[[int], int]) -> Callable[[int], None]:
-    """Applies ``policy`` before each step, calling torch only when the count changes."""
-    current = [0]
-
-    def apply(tokens: int) -> None:
-        wanted = policy(tokens)
-        if wanted != current[0]:
-            torch.set_num_threads(wanted)
-            current[0] = wanted
-
-    return apply
-
-
 def kv_cache_budget(device: torch.device, requested: int | None) -> int:
     """Bytes the KV cache may take: ``requested``, else a quarter of the host's memory on CPU (at most
     8 GiB) or half of the device memory still free after the weights on CUDA."""

@@ -17,6 +17,7 @@ the others go on.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ from modelplex_runtime.engine.logprobs import TokenTexts
 from modelplex_runtime.engine.packed_attention import LAYOUT_KWARG, Chunk, StepLayout
 from modelplex_runtime.engine.sequence import Generation, advance, fail
 from modelplex_runtime.engine.step_plan import step_tokens
+from modelplex_runtime.engine.threads import ThreadPolicy
 from modelplex_runtime.engine_api import BatchStats
 
 log = logging.getLogger("modelplex_runtime.engine")
@@ -41,7 +43,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class PackedCore:
     def __init__(self, model: torch.nn.Module, cache: SlotCache, eos_ids: set[int], max_step_tokens: int,
                  max_len: int, requeue: Callable[[Generation], None],
-                 threads_for: Callable[[int], None] | None = None,
+                 threads: ThreadPolicy | None = None,
                  on_step: Callable[[int], None] | None = None, token_texts: TokenTexts | None = None) -> None:
         self.model = model
         self.cache = cache
@@ -49,7 +51,7 @@ class PackedCore:
         self.max_step_tokens = max_step_tokens
         self.max_len = max_len
         self.requeue = requeue
-        self.threads_for = threads_for
+        self.threads = threads
         self.on_step = on_step
         self.token_texts = token_texts
         self.running: list[Generation] = []
@@ -204,13 +206,16 @@ class PackedCore:
                 ending.append(s)
         if self.on_step is not None:
             self.on_step(len(fed))
-        if self.threads_for is not None:
-            self.threads_for(len(ids))
+        if self.threads is not None:
+            self.threads.choose(len(ids))
+        started = time.perf_counter()
         layout = StepLayout(self.cache, [s.slot for s in decoding], [s.length for s in decoding], chunks)
         device = self.cache.shape.device
         out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=device), position_ids=layout.positions,
                          use_cache=False, logits_to_keep=torch.tensor(rows, dtype=torch.long, device=device),
                          **{LAYOUT_KWARG: layout})
+        if self.threads is not None:
+            self.threads.record(len(ids), time.perf_counter() - started)
         for s, n in fed:
             s.cached += n
         logits = out.logits[0]

@@ -10,6 +10,7 @@ padding are trimmed when sequences leave.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from transformers import DynamicCache
 from modelplex_runtime.engine import fanout
 from modelplex_runtime.engine.logprobs import TokenTexts
 from modelplex_runtime.engine.sequence import Generation, advance, fail
+from modelplex_runtime.engine.threads import ThreadPolicy
 from modelplex_runtime.engine_api import BatchStats
 
 log = logging.getLogger("modelplex_runtime.engine")
@@ -26,14 +28,14 @@ log = logging.getLogger("modelplex_runtime.engine")
 
 class PaddedCore:
     def __init__(self, model: torch.nn.Module, eos_ids: set[int], pad_id: int, device: torch.device,
-                 max_batch_size: int, threads_for: Callable[[int], None] | None = None,
+                 max_batch_size: int, threads: ThreadPolicy | None = None,
                  on_step: Callable[[int], None] | None = None, token_texts: TokenTexts | None = None) -> None:
         self.model = model
         self.eos_ids = eos_ids
         self.pad_id = pad_id
         self.device = device
         self.max_batch_size = max_batch_size
-        self.threads_for = threads_for
+        self.threads = threads
         self.on_step = on_step
         self.token_texts = token_texts
         self.running: list[Generation] = []
@@ -53,8 +55,15 @@ class PaddedCore:
                 self._admitted.append(seq)
 
     def step(self) -> None:
-        if self.threads_for is not None:
-            self.threads_for(len(self.running) + len(self._admitted))
+        rows = len(self.running) + len(self._admitted)
+        if self.threads is not None:
+            self.threads.choose(rows)
+        started = time.perf_counter()
+        self._step()
+        if self.threads is not None:
+            self.threads.record(rows, time.perf_counter() - started)
+
+    def _step(self) -> None:
         admitted, self._admitted = self._admitted, []
         # a failed forward fails the sequences in it: a bad prefill spares the running batch
         if admitted:

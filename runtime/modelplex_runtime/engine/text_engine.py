@@ -14,12 +14,13 @@ from modelplex_runtime.engine.batcher import ContinuousBatcher, Core
 from modelplex_runtime.engine.cpu_linear import use_onednn_linears
 from modelplex_runtime.engine.grammar import Compiled, GrammarCompiler
 from modelplex_runtime.engine.kv_slots import SlotCache
-from modelplex_runtime.engine.loading import cpu_thread_policy, kv_cache_budget, thread_setter
+from modelplex_runtime.engine.loading import kv_cache_budget
 from modelplex_runtime.engine.logprobs import TokenTexts
 from modelplex_runtime.engine.packed_core import PackedCore
 from modelplex_runtime.engine.packed_setup import enable_packed
 from modelplex_runtime.engine.padded_core import PaddedCore
 from modelplex_runtime.engine.sequence import Generation
+from modelplex_runtime.engine.threads import thread_policy
 from modelplex_runtime.engine.tokens import TokenizerMixin
 from modelplex_runtime.engine_api import (
     BatchStats,
@@ -54,7 +55,7 @@ def batch_path(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: 
                options: EngineOptions) -> tuple[CoreFactory, ModelInfo]:
     """The batch path for this model (packed when it can run it, else padded) and the model's info with
     that path, and on the packed path the KV cache's size, in ``extra``."""
-    threads = thread_setter(cpu_thread_policy(options.cpu_threads)) if device.type == "cpu" else None
+    threads = thread_policy(options.cpu_threads) if device.type == "cpu" else None
     if device.type == "cpu" and options.cpu_linear == "onednn":
         info = replace(info, extra={**info.extra, "onednn_linears": use_onednn_linears(model)})
     eos = eos_token_ids(model, tokenizer)
@@ -63,7 +64,7 @@ def batch_path(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: 
     if isinstance(shape, str):
         log.info("this model runs on the padded batch path", extra={"reason": shape})
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        return (lambda requeue: PaddedCore(model, eos, int(pad), device, options.max_batch_size, threads_for=threads,
+        return (lambda requeue: PaddedCore(model, eos, int(pad), device, options.max_batch_size, threads=threads,
                                            on_step=options.on_step, token_texts=texts),
                 replace(info, extra={**info.extra, "batch_path": "padded"}))
     budget = kv_cache_budget(device, options.kv_cache_bytes) // shape.bytes_per_token
@@ -72,7 +73,7 @@ def batch_path(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: 
                    extra={**info.extra, "batch_path": "packed", "kv_cache_tokens": budget})
     cache = SlotCache(shape, budget, options.max_batch_size)
     return (lambda requeue: PackedCore(model, cache, eos, options.max_step_tokens, info.max_model_len, requeue,
-                                       threads_for=threads, on_step=options.on_step, token_texts=texts), info)
+                                       threads=threads, on_step=options.on_step, token_texts=texts), info)
 
 
 class TextEngine(TokenizerMixin):
