@@ -224,14 +224,14 @@ def render(result: dict[str, Any], command: str) -> str:
         f"{cfg['prompt_words']} words, {cfg['max_tokens']} generated tokens each (EOS ignored), greedy, f32 on CPU. "
         f"Each figure is the best of {cfg['repeats']} interleaved runs (the CPU is shared, so single runs are noisy). "
         f"Baselines run in the benchmark process with torch's default {result['torch_threads']} threads; the served "
-        "runtime runs with its defaults (all cores for batches of 8 or more, one core left to HTTP below that; a "
+        "runtime runs with its defaults (torch threads measured per step size: all cores, or one left to HTTP; a "
         "stream's tokens sent at most every 20 ms, the first token and the finish at once), and the benchmark's own "
         "HTTP client shares the same cores.",
         "",
         "| what | generated tokens/s | TTFT p50 | TTFT p99 |",
         "|---|---|---|---|",
         f"| offline batched `model.generate` ({cfg['prompts']} prompts in one call) | {result['offline_batched_tps']:.1f} | | |",
-        f"| same, torch on {result['runtime_threads']} thread(s) (the runtime's count below 8 sequences) | "
+        f"| same, torch on {result['runtime_threads']} thread(s) (the runtime's smaller thread candidate: all cores but one) | "
         f"{result['offline_batched_runtime_threads_tps']:.1f} | | |",
         f"| bare `model.generate` loop (one prompt at a time) | {result['bare_loop_tps']:.1f} | | |",
     ]

@@ -117,10 +117,10 @@ class AdaptiveThreads:
         key, threads = self._current
         self._current = None
         per_token = seconds / max(1, tokens)
-        averages = self._groups[key].per_token
+        group = self._groups[key]
+        averages = group.per_token
         old = averages.get(threads)
         averages[threads] = per_token if old is None else (1 - SMOOTHING) * old + SMOOTHING * per_token
-        group = self._groups[key]
         if len(averages) == len(self.candidates):
             best = min(self.candidates, key=lambda t: averages[t])
             if best != group.best:
