@@ -4,8 +4,8 @@ changes of its replica count, and what happens when a replica dies or hangs.
 Backend-agnostic: all it needs is a ``ModelBackend``. The legal state moves come from
 ``lifecycle.transition``, the back-off from ``backoff``, which replica takes a request from the
 model's ``ReplicaPool`` (``routing`` policies); this class adds the waiting and counting around them.
-The periodic checks that call into it (idle unload, crashes, health) live in ``monitor.py``, the
-autoscaler that calls ``scale_to`` in ``scaler.py``.
+The steps of a load and an unload against the backend are ``load_unload.py``; the periodic checks that
+call into it (idle unload, crashes, health) live in ``monitor.py``, the autoscaler in ``scaler.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from collections.abc import Collection, Coroutine
 from typing import Any
 
+from modelplex_router import load_unload
 from modelplex_router.backend import (
-    BackendLoadError,
     BackendObservation,
     ModelBackend,
     Replicas,
@@ -242,100 +242,7 @@ class ModelCoordinator:
             raise LoadFailed(f"model {self.api_id!r} was unloaded while it was loading, repeatedly")
 
     async def _load(self) -> None:
-        async with self.lifecycle_lock:
-            if self.state is ModelState.LOADED:
-                return
-            self.move(Event.LOAD)
-            started = time.monotonic()
-            log.info("loading model %s", self.api_id, extra={"model": self.api_id})
-            progress = asyncio.create_task(self._log_progress(started), name=f"progress {self.api_id}")
-            try:
-                await self.backend.ensure_started(self.api_id, self.entry)
-                replicas = await self.backend.wait_ready(self.api_id, self.settings.load_timeout_seconds)
-            except asyncio.CancelledError:
-                # Unloaded while loading: stop what was started, then let the cancel through.
-                await self._stop_quietly("after a cancelled load")
-                self.move(Event.UNLOAD)
-                self.move(Event.STOPPED)
-                self.metrics.model_loads_total.labels(model=self.api_id, result="cancelled").inc()
-                raise
-            except Exception as exc:
-                raise await self._load_failed(exc, started) from None
-            finally:
-                progress.cancel()
-            duration = time.monotonic() - started
-            self.pool.sync(replicas)
-            self.error = None
-            self.occupancy.last_used = time.monotonic()
-            self.backoff.succeeded()
-            self.metrics.load_backoff.labels(model=self.api_id).set(0)
-            self.move(Event.READY)
-            self.metrics.model_loads_total.labels(model=self.api_id, result="success").inc()
-            self.metrics.model_load_duration.labels(model=self.api_id).observe(duration)
-            rss = None
-            try:
-                rss = self.observed(await self.backend.observe(self.api_id)).memory_bytes
-            except Exception as exc:
-                # The model is loaded and its waiters are served; only the memory figure is missing.
-                log.warning("model %s: cannot observe it after loading: %s", self.api_id, exc)
-            log.info(
-                "model %s loaded in %.2fs",
-                self.api_id,
-                duration,
-                extra={
-                    "model": self.api_id,
-                    "duration_s": round(duration, 3),
-                    "urls": [r.url for r in replicas.ready],
-                    "rss_bytes": rss,
-                },
-            )
-
-    async def _load_failed(self, exc: Exception, started: float) -> LoadFailed:
-        """Record a failed load (state, back-off, metrics, log); the error every waiter gets."""
-        message = str(exc) if isinstance(exc, BackendLoadError) else f"{type(exc).__name__}: {exc}"
-        await self._stop_quietly("after a failed load")
-        self.error = message
-        delay = self.backoff.failed(time.monotonic())
-        self.metrics.load_backoff.labels(model=self.api_id).set(delay)
-        self.move(Event.LOAD_FAILED)
-        self.metrics.model_loads_total.labels(model=self.api_id, result="failure").inc()
-        log.error(
-            "model %s failed to load: %s (next automatic try in %.0fs)",
-            self.api_id,
-            message,
-            delay,
-            extra={
-                "model": self.api_id,
-                "duration_s": round(time.monotonic() - started, 3),
-                "failures": self.backoff.failures,
-                "backoff_s": delay,
-            },
-        )
-        return LoadFailed(
-            f"model {self.api_id!r} failed to load: {message}",
-            headers={"Retry-After": str(max(1, round(delay)))},
-        )
-
-    async def _stop_quietly(self, when: str) -> None:
-        try:
-            await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
-        except Exception as exc:
-            log.warning("model %s: stopping its runtime %s failed: %s", self.api_id, when, exc)
-
-    async def _log_progress(self, started: float) -> None:
-        while True:
-            await asyncio.sleep(10)
-            log.info(
-                "model %s still loading (%.0fs, %d requests waiting)",
-                self.api_id,
-                time.monotonic() - started,
-                self.waiting,
-                extra={
-                    "model": self.api_id,
-                    "elapsed_s": round(time.monotonic() - started, 1),
-                    "waiting": self.waiting,
-                },
-            )
+        await load_unload.load(self)
 
     # -- unloading --------------------------------------------------------------------------------
 
@@ -350,55 +257,7 @@ class ModelCoordinator:
         return self._unload_task
 
     async def _unload(self, reason: str) -> str:
-        load = self._load_task
-        if load is not None and not load.done():
-            load.cancel()
-            await asyncio.wait({load})
-        async with self.lifecycle_lock:
-            if self.state is ModelState.UNLOADED:
-                return self.status
-            was_failed = self.state is ModelState.FAILED
-            self.move(Event.UNLOAD)
-            if not was_failed and self.in_flight:
-                await self._drain()
-            rss_before = await self._rss()
-            try:
-                await self.backend.stop(self.api_id, self.settings.stop_grace_seconds)
-            finally:
-                # Even when stopping failed (an API error) the model must not stay draining: the next
-                # load starts (or scales) the runtime again, which is idempotent.
-                self.pool.clear()
-                self.error = None
-                self.move(Event.STOPPED)
-                self.metrics.model_memory.labels(model=self.api_id).set(0)
-            self.metrics.model_unloads_total.labels(model=self.api_id, reason=reason).inc()
-            log.info(
-                "model %s unloaded (%s); runtime RSS before: %s bytes",
-                self.api_id,
-                reason,
-                rss_before,
-                extra={"model": self.api_id, "reason": reason, "rss_bytes_before": rss_before},
-            )
-            return self.status
-
-    async def _rss(self) -> int | None:
-        try:
-            return (await self.backend.observe(self.api_id)).memory_bytes
-        except Exception:  # only for the log line: an API error must not fail the unload
-            return None
-
-    async def _drain(self) -> None:
-        log.info(
-            "model %s: draining %d in-flight requests", self.api_id, self.in_flight, extra={"model": self.api_id}
-        )
-        if not await self.occupancy.drained(self.settings.drain_grace_seconds):
-            log.warning(
-                "model %s: %d requests still running after %.0fs; stopping anyway",
-                self.api_id,
-                self.in_flight,
-                self.settings.drain_grace_seconds,
-                extra={"model": self.api_id},
-            )
+        return await load_unload.unload(self, reason)
 
     # -- what the monitor (monitor.py) reads and changes -------------------------------------------
 
