@@ -33,6 +33,7 @@ import httpx
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, Replica, Replicas
 from modelplex_router.backoff import BackoffPolicy, LoadBackoff
+from modelplex_router.cpus import pin_process, replica_cpus
 from modelplex_router.gpus import devices_per_replica, replica_devices
 from modelplex_router.replica_board import ReplicaBoard
 from modelplex_router.runtime_process import RuntimeProcess, free_port, spawn
@@ -80,6 +81,7 @@ class LocalProcessBackend:
         spares: int = 0,
         engine_commands: Mapping[str, list[str]] | None = None,
         gpus: Sequence[str] = (),
+        cpus: Sequence[int] = (),
         ready_timeout: float = 1800.0,
     ) -> None:
         self._command = list(runtime_command)
@@ -91,6 +93,7 @@ class LocalProcessBackend:
         self._host = host
         self._env = env
         self._gpus = list(gpus)
+        self._cpus = list(cpus)
         self._ready_timeout = ready_timeout
         self._models: dict[str, _Model] = {}
         self._board = ReplicaBoard()
@@ -175,11 +178,13 @@ class LocalProcessBackend:
         used = {rt.slot for rt in model.live()}
         slot = next(i for i in range(len(used) + 1) if i not in used)
         env: dict[str, str] = {}
-        if self._gpus and entry.effective_scaling.max_replicas > 1:
+        replicas = entry.effective_scaling.max_replicas
+        if self._gpus and replicas > 1:
             env["CUDA_VISIBLE_DEVICES"] = replica_devices(slot, self._gpus, devices_per_replica(entry))
+        cpus = replica_cpus(slot, self._cpus, replicas) if self._cpus and replicas > 1 else []
         rt = None
         if engine.takes_spares and not entry.engine_args and not env:
-            rt = await self._spares.take(api_id, entry, port)
+            rt = await self._spares.take(api_id, entry, port, cpus)
         if rt is None:
             launch = engine.launch(entry, host=self._host, port=port, served_model_name=api_id)
             process = await spawn(
@@ -192,12 +197,14 @@ class LocalProcessBackend:
                 env={**launch.env, **env},
                 what=engine.title,
             )
+            if cpus:
+                pin_process(process.pid, cpus)
             rt = track(process, f"http://{self._host}:{port}", api_id, self._exited, engine)
             log.info(
                 "started runtime for %s on port %d (pid %d, engine %s)",
                 api_id, port, process.pid, engine.name,
                 extra={"model": api_id, "port": port, "pid": process.pid, "engine": engine.name,
-                       "slot": slot, **env},
+                       "slot": slot, **({"cpus": cpus} if cpus else {}), **env},
             )  # fmt: skip
         rt.replica_id = f"{api_id}/{model.started}"
         rt.slot = slot

@@ -24,10 +24,12 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         from modelplex_router.kube_backend import build_kube_backend
 
         return build_kube_backend(settings)
+    from modelplex_router.cpus import allowed_cpus
     from modelplex_router.gpus import detect_gpus
     from modelplex_router.local_backend import LocalProcessBackend
     from modelplex_spec.engines import VLLM
 
+    gpus = settings.gpus if settings.gpus is not None else detect_gpus()
     return LocalProcessBackend(
         settings.runtime_command,
         host=settings.runtime_host,
@@ -35,7 +37,8 @@ def build_backend(settings: RouterSettings) -> ModelBackend:
         env={**os.environ, "MODELPLEX_RUNTIME_MAX_BODY_BYTES": str(settings.max_body_bytes)},
         spares=settings.spare_runtimes,
         engine_commands={VLLM.name: [settings.vllm_python, "-m", VLLM.module]},
-        gpus=settings.gpus if settings.gpus is not None else detect_gpus(),
+        gpus=gpus,
+        cpus=allowed_cpus() if settings.split_cpus and not gpus else (),
         ready_timeout=settings.load_timeout_seconds,
     )
 

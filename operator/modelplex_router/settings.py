@@ -110,6 +110,12 @@ class RouterSettings(BaseSettings):
         "slot each through CUDA_VISIBLE_DEVICES (JSON list); unset = CUDA_VISIBLE_DEVICES, else nvidia-smi's "
         "list, else none.",
     )
+    split_cpus: bool = Field(
+        default=True,
+        description="Local backend without GPUs: each replica slot of a model with maxReplicas > 1 runs on its own "
+        "share of the router's CPU cores (process affinity), so two engines do not fight over the same cores; "
+        "false = every replica may use every core.",
+    )
     catalog_refresh_seconds: float = Field(
         default=5.0,
         ge=0,

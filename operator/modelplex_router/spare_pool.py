@@ -15,9 +15,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from modelplex_router.backend import BackendLoadError
+from modelplex_router.cpus import pin_process
 from modelplex_router.runtime_process import RuntimeProcess, spawn
 from modelplex_spec import ModelEntry
 from modelplex_spec.engines import TRANSFORMERS, Engine
@@ -83,8 +84,11 @@ class SparePool:
             return
         self._refill = asyncio.create_task(self._fill(), name="spare runtimes")
 
-    async def take(self, api_id: str, entry: ModelEntry, port: int) -> RuntimeProcess | None:
-        """Give the model to a waiting spare; None when there is none (or it died meanwhile)."""
+    async def take(
+        self, api_id: str, entry: ModelEntry, port: int, cpus: Sequence[int] = ()
+    ) -> RuntimeProcess | None:
+        """Give the model to a waiting spare (first restricted to ``cpus`` when given: ``cpus.py``); None when
+        there is none (or it died meanwhile)."""
         # A warm spare first; one still warming up is still ahead of a fresh process.
         self._spares.sort(key=lambda spare: not spare.warm)
         while self._spares:
@@ -96,10 +100,12 @@ class SparePool:
             model = entry.model_dump(mode="json", exclude_none=True)
             line = json.dumps({"model": model, "served_model_name": api_id, "port": port})
             try:
+                if cpus:  # before it loads the model, which sizes its threads to the cores it may use
+                    pin_process(rt.process.pid, cpus)
                 rt.process.stdin.write(line.encode() + b"\n")
                 await rt.process.stdin.drain()
                 rt.process.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ProcessLookupError):
                 await rt.terminate(0)
                 self._note_exit(rt)
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,13 @@ def test_requests_spread_over_the_replicas(router: RouterProcess) -> None:
     served = {pid: _chats_served(port) - before[pid] for pid, port in ports.items()}
     assert sum(served.values()) == 8
     assert all(count > 0 for count in served.values()), served
+    # Without GPUs each replica runs on its own share of the cores (cpus.py), its threads included.
+    cores = sorted(os.sched_getaffinity(0))
+    shares = [sorted(psutil.Process(pid).cpu_affinity()) for pid in ports]
+    if len(cores) >= 2:
+        assert sorted(c for share in shares for c in share) == cores, shares
+    else:
+        assert shares == [cores, cores]
     # The router's per-replica series exist while the replicas do.
     assert router.metric("modelplex_model_replicas_ready", model="pair") == 2
     _unload(router, "pair")
