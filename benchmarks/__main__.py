@@ -65,7 +65,7 @@ def sizes(mode: str, repeats: int | None, vllm_replicas: bool = False) -> dict[s
                                  low_wait=0.5, repeats=r),
         "engines": engines.Sizes(repeats=r),
         # vLLM's replicas only in the full run (seven vLLM starts), or when asked for.
-        "replicas": replicas.Sizes(requests=160 if full else 48 if quick else 8, concurrency=8, prompts=4,
+        "replicas": replicas.Sizes(requests=160 if full else 48 if quick else 8, concurrency=8, prompts=8,
                                    max_tokens=16,
                                    engines=("transformers", "vllm") if full or vllm_replicas else ("transformers",),
                                    repeats=r),

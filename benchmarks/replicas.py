@@ -36,10 +36,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "2, least-outstanding": {"minReplicas": 2, "maxReplicas": 2, "routing": "least-outstanding"},
     # The hashed prefix must lie inside the shared system prompt (PROMPT_CHARS), or each question moves it.
     "2, prefix-affinity": {"minReplicas": 2, "maxReplicas": 2, "routing": "prefix-affinity", "prefixLength": 256},
+    # A looser bound on the load (default 1.25 x the mean): more requests go to their prefix's home replica.
+    "2, prefix-affinity, loadBound 2": {"minReplicas": 2, "maxReplicas": 2, "routing": "prefix-affinity",
+                                        "prefixLength": 256, "loadBound": 2.0},
 }
 # The runtimes count their answered chat completions under these names (ours, vLLM's).
 SERVED = {"transformers": ("modelplex_runtime_requests_total", {"endpoint": "/v1/chat/completions"}),
           "vllm": ("vllm:request_success_total", {})}
+
+
+# The prefix cache must be short of room for the workload to tell the policies apart. A request is about 385
+# prompt tokens and 16 generated ones in 4 of vLLM's 128-token blocks: the first 2 hold only its system prompt
+# (shared with the other requests of its application, and kept by the prefix cache for reuse), the other 2 its
+# own tokens. A replica of 18 blocks runs its ~4 requests (8 blocks of their own) and keeps the system prompts of
+# about 4 of the 8 applications (8 blocks): the ones prefix affinity sends it, where round robin sends it all 8,
+# so its cache evicts what it would reuse (measured on one vLLM server with 20 blocks, one request at a time:
+# 4 applications in turn hit 55-66% of the prompt tokens, the most the 2 shared blocks allow; 8 in turn 5%).
+VLLM_KV_BLOCKS = 18
 
 
 @dataclass
@@ -51,6 +64,8 @@ class Sizes:
     max_tokens: int
     engines: tuple[str, ...]
     repeats: int
+    vllm_kv_blocks: int = VLLM_KV_BLOCKS
+    """KV cache blocks of each vLLM replica (``--num-gpu-blocks-override``; 128 tokens a block)."""
 
 
 # About 330 tokens of the tiny models' tokenizer: within the vLLM model's 512 with the question and the answer.
@@ -72,9 +87,10 @@ def bodies(sizes: Sizes) -> list[dict[str, Any]]:
         for i in range(sizes.requests)]  # fmt: skip
 
 
-def _entry(engine: str, model_dir: Path, scaling: dict[str, Any]) -> dict[str, Any]:
+def _entry(engine: str, model_dir: Path, scaling: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     if engine == "vllm":
-        return vllm_engine.entry(model_dir, MODEL, pinned=True, scaling=scaling)
+        args = [*vllm_engine.ENGINE_ARGS, "--num-gpu-blocks-override", str(sizes.vllm_kv_blocks)]
+        return vllm_engine.entry(model_dir, MODEL, args, pinned=True, scaling=scaling)
     return {"Plain": {"model_id": str(model_dir)}, "alias": MODEL, "pinned": True, "scaling": scaling}
 
 
@@ -134,7 +150,7 @@ def measure(engine: str, label: str, model_dir: Path, sizes: Sizes) -> dict[str,
     scaling = CONFIGS[label]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "router.json"
-        config.write_text(json.dumps({MODEL: _entry(engine, model_dir, scaling)}))
+        config.write_text(json.dumps({MODEL: _entry(engine, model_dir, scaling, sizes)}))
         extra, env = ([], None) if engine != "vllm" else (["--vllm-python", vllm_engine.vllm_python()],
                                                           vllm_engine.CPU_ENV)
         router = start_modelplex(config, extra, env=env)
@@ -189,7 +205,12 @@ def section(results: dict[str, Any], sizes: Sizes) -> Section:
         "(`scaling.minReplicas = maxReplicas = 2`); prefix affinity hashes the first 256 characters (inside the "
         "shared prompt). *Busiest share*: the fraction of the requests the busier "
         "replica served, by the runtimes' own counts (0.5 = even). vLLM replicas run with automatic prefix "
-        "caching (its default); the hit rate is vLLM's own (prefix-cache hits over queries, in tokens).",
+        "caching (its default) and a KV cache of "
+        f"{sizes.vllm_kv_blocks} blocks of 128 tokens each (`--num-gpu-blocks-override`), room for the running "
+        f"requests and the system prompts of about half the {sizes.prompts} applications, so that where a request "
+        "lands decides whether its prompt is still cached; the hit rate is vLLM's own (prefix-cache hits over "
+        "queries, in tokens). Without GPUs each replica runs on its own share of the cores (one each here: "
+        "`split_cpus`, docs/scaling.md).",
     ]
     for engine, reason in results["failed"].items():
         sec.notes.append(f"- **{engine}: not measured in this run** — `{reason}`")
