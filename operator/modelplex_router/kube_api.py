@@ -13,6 +13,8 @@ from modelplex_router.kube_lease import lease_request
 from modelplex_router.kube_objects import GROUP, PLURAL, VERSION
 from modelplex_router.kube_watch import raw_json
 
+REQUEST_TIMEOUT = 10.0  # seconds, for each single request (a watch has its own bounds)
+
 
 class KubeApi:
     def __init__(self, namespace: str, api_url: str | None, api: Any | None = None) -> None:
@@ -37,35 +39,56 @@ class KubeApi:
 
     # -- Deployments ------------------------------------------------------------------------------
 
+    # The backend reads Deployments from its watch (``deployment_lister``); these two are its fallback
+    # before the watch has listed, or while it fails (bounded: REQUEST_TIMEOUT).
+
     async def read_deployment(self, name: str) -> dict[str, Any]:
         apps = await self._apps()
-        return await raw_json(await apps.read_namespaced_deployment(name, self.namespace, _preload_content=False))
+        return await raw_json(
+            await apps.read_namespaced_deployment(
+                name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     async def list_deployments(self, selector: str) -> list[dict[str, Any]]:
         apps = await self._apps()
         data = await raw_json(
-            await apps.list_namespaced_deployment(self.namespace, label_selector=selector, _preload_content=False)
+            await apps.list_namespaced_deployment(
+                self.namespace, label_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
         )
         return list(data.get("items", []))
 
-    async def patch_deployment(self, name: str, body: dict[str, Any]) -> None:
+    async def deployment_lister(self) -> Any:
+        """``list_namespaced_deployment`` (for ``kube_watch.ListWatch``: it lists and watches with it)."""
         apps = await self._apps()
-        await raw_json(
-            await apps.patch_namespaced_deployment(
-                name, self.namespace, body, _content_type="application/merge-patch+json", _preload_content=False
+        return apps.list_namespaced_deployment
+
+    # The writes answer the Deployment's resourceVersion after them (None when the server sent none), so
+    # the backend knows when its watch has caught up with them (kube_deployments.py).
+
+    async def patch_deployment(self, name: str, body: dict[str, Any]) -> str | None:
+        apps = await self._apps()
+        return _resource_version(
+            await raw_json(
+                await apps.patch_namespaced_deployment(
+                    name, self.namespace, body, _content_type="application/merge-patch+json", _preload_content=False
+                )
             )
         )
 
-    async def scale_deployment(self, name: str, replicas: int) -> None:
+    async def scale_deployment(self, name: str, replicas: int) -> str | None:
         apps = await self._apps()
         # An absolute count through the scale subresource: idempotent across router replicas.
-        await raw_json(
-            await apps.patch_namespaced_deployment_scale(
-                name,
-                self.namespace,
-                {"spec": {"replicas": replicas}},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+        return _resource_version(
+            await raw_json(
+                await apps.patch_namespaced_deployment_scale(
+                    name,
+                    self.namespace,
+                    {"spec": {"replicas": replicas}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
             )
         )
 
@@ -114,6 +137,11 @@ class KubeApi:
     async def close(self) -> None:
         if self._owns_api and self._api is not None:
             await self._api.close()
+
+
+def _resource_version(obj: Any) -> str | None:
+    version = ((obj.get("metadata") or {}) if isinstance(obj, dict) else {}).get("resourceVersion")
+    return version if isinstance(version, str) else None
 
 
 def transient_api_error(exc: BaseException) -> bool:

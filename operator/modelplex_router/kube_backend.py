@@ -36,15 +36,12 @@ import httpx
 
 from modelplex_router.backend import BackendLoadError, BackendObservation, ModelBackend, Replica, Replicas
 from modelplex_router.kube_api import KubeApi, transient_api_error
+from modelplex_router.kube_deployments import Deployments
 from modelplex_router.kube_endpoints import EndpointWatch
 from modelplex_router.kube_lease import ScalingLease
 from modelplex_router.kube_objects import (
-    ANNOTATION_API_ID,
     ANNOTATION_LAST_SCALING,
     ANNOTATION_LAST_USED,
-    LABEL_MANAGED_BY,
-    LABEL_MULTIMODEL,
-    MANAGED_BY,
     RUNTIME_PORT,
     config_from_multimodels,
     deployment_problem,
@@ -90,6 +87,7 @@ class KubeBackend:
         self.endpoints = EndpointWatch(
             self._board, self.api.endpoint_slice_lister, settings.namespace, settings.endpoints_resync
         )
+        self.deployments = Deployments(self.api, settings.multimodel, settings.deployments_resync, on_found=self._found)
         self.lease = ScalingLease(
             functools.partial(self.api.lease, settings.multimodel or "all"),
             settings.multimodel or "all",
@@ -124,6 +122,11 @@ class KubeBackend:
     async def replicas_changed(self, api_id: str, version: int, timeout_seconds: float) -> Replicas:
         return await self._board.changed(api_id, version, timeout_seconds)
 
+    def _found(self, api_id: str, deployment: str) -> None:
+        self._models.setdefault(api_id, _Model(deployment="")).deployment = deployment
+        if self.by_pods(api_id):
+            self.endpoints.follow(api_id, deployment)  # the operator names the Service so
+
     def _publish(self, api_id: str, dep: Mapping[str, Any], ready: bool) -> Replicas:
         if self.by_pods(api_id):  # the members are the EndpointSlice watch's
             return self._board.publish(api_id, desired=spec_replicas(dep))
@@ -140,12 +143,17 @@ class KubeBackend:
         # The decision, for the MultiModel's status and a Kubernetes Event (the operator reads it).
         record = f"{now_iso()} {before} -> {replicas} ({self.lease.identity}): {reason}"
         try:
-            await self.api.patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_SCALING: record}}})
+            await self._annotate(name, {ANNOTATION_LAST_SCALING: record})
         except Exception as exc:
             log.warning("model %s: cannot record the scaling decision: %s", api_id, exc, extra={"model": api_id})
 
     async def _scale(self, name: str, replicas: int) -> None:
-        await self.api.scale_deployment(name, replicas)
+        patch = {"spec": {"replicas": replicas}}
+        self.deployments.wrote(name, patch, await self.api.scale_deployment(name, replicas))
+
+    async def _annotate(self, name: str, annotations: dict[str, str]) -> None:
+        patch = {"metadata": {"annotations": annotations}}
+        self.deployments.wrote(name, patch, await self.api.patch_deployment(name, patch))
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -158,43 +166,8 @@ class KubeBackend:
             self._models.setdefault(m.entry.api_id, _Model(deployment="")).entry = m.entry
         return config
 
-    async def _deployment_name(self, api_id: str, refresh: bool = False) -> str:
-        model = self._models.get(api_id)
-        if model and model.deployment and not refresh:
-            return model.deployment
-        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        if self.settings.multimodel:
-            selector += f",{LABEL_MULTIMODEL}={self.settings.multimodel}"
-        for dep in await self.api.list_deployments(selector):
-            meta = dep.get("metadata", {})
-            labels = meta.get("labels") or {}
-            # Filtered here too: the label selector is the server's job, but a wrong match would scale
-            # somebody else's Deployment.
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-                continue
-            if self.settings.multimodel and labels.get(LABEL_MULTIMODEL) != self.settings.multimodel:
-                continue
-            if (meta.get("annotations") or {}).get(ANNOTATION_API_ID) == api_id:
-                self._models.setdefault(api_id, _Model(deployment="")).deployment = meta["name"]
-                if self.by_pods(api_id):
-                    self.endpoints.follow(api_id, meta["name"])  # the operator names the Service so
-                return meta["name"]
-        raise BackendLoadError(
-            f"no Deployment for model {api_id!r} in namespace {self.settings.namespace!r} yet; "
-            "is the modelplex operator running?"
-        )
-
     async def _deployment(self, api_id: str) -> dict[str, Any]:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
-        name = await self._deployment_name(api_id)
-        try:
-            return await self.api.read_deployment(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        # Renamed or recreated: look it up again once.
-        return await self.api.read_deployment(await self._deployment_name(api_id, refresh=True))
+        return await self.deployments.get(api_id)
 
     def url_for(self, api_id: str, deployment: str) -> str:
         override = self.settings.service_urls.get(api_id)
@@ -226,7 +199,7 @@ class KubeBackend:
         if self.by_pods(api_id):
             await self.endpoints.start()
         while True:
-            version = self._board.get(api_id).version
+            version, dep_version = self._board.get(api_id).version, self.deployments.version
             try:
                 dep = await self._deployment(api_id)
             except Exception as exc:
@@ -260,8 +233,20 @@ class KubeBackend:
                 raise BackendLoadError(
                     f"model {api_id!r} not ready after {timeout_seconds:.0f}s: {last_reason}"
                 )
-            # Woken early by the EndpointSlice watch when the model's pods change.
-            await self._board.changed(api_id, version, min(self.settings.poll_interval, deadline - time.monotonic()))
+            # Woken early by the watches: the model's pods or any Deployment changed.
+            await self._until_changed(api_id, version, dep_version, deadline)
+
+    async def _until_changed(self, api_id: str, version: int, dep_version: int, deadline: float) -> None:
+        timeout = min(self.settings.poll_interval, deadline - time.monotonic())
+        waits = [
+            asyncio.ensure_future(self._board.changed(api_id, version, timeout)),
+            asyncio.ensure_future(self.deployments.changed(dep_version, timeout)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _ready_urls(self, api_id: str, dep: Mapping[str, Any]) -> list[str]:
         """Where a ready replica should answer now: the ready pods, or the Service once one is ready."""
@@ -333,6 +318,7 @@ class KubeBackend:
     async def close(self) -> None:
         # Deployments outlive the router: never scale them down here. Its leases go (another router leads).
         await self.endpoints.close()
+        await self.deployments.close()
         if self.api.started:
             try:
                 # Best effort, and short: an unreleased lease only expires later (another router waits longer).
@@ -353,8 +339,7 @@ class KubeBackend:
         before, model.last_written = model.last_written, now
         value = now_iso() if not self.settings.pod_name else f"{now_iso()} {self.settings.pod_name}"
         try:
-            name = await self._deployment_name(api_id)
-            await self.api.patch_deployment(name, {"metadata": {"annotations": {ANNOTATION_LAST_USED: value}}})
+            await self._annotate(await self.deployments.name(api_id), {ANNOTATION_LAST_USED: value})
         except BaseException:
             model.last_written = before  # not written: the next use tries again
             raise

@@ -24,6 +24,35 @@ ANNOTATION_LAST_SCALING = f"{GROUP}/last-scaling"
 RUNTIME_PORT = 8000
 RUNTIME_PORT_NAME = "http"  # the runtime container's and the Service's port name
 
+
+def deployment_selector(multimodel: str) -> str:
+    """The label selector of the operator's Deployments (of one MultiModel when ``multimodel`` is set)."""
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    return f"{selector},{LABEL_MULTIMODEL}={multimodel}" if multimodel else selector
+
+
+def api_id_of(dep: Mapping[str, Any], multimodel: str) -> str | None:
+    """The model a Deployment runs, or None when it is not one of ours (filtered here too: the selector
+    is the server's job, but a wrong match would scale somebody else's Deployment)."""
+    meta = dep.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return None
+    if multimodel and labels.get(LABEL_MULTIMODEL) != multimodel:
+        return None
+    return (meta.get("annotations") or {}).get(ANNOTATION_API_ID) or None
+
+
+def by_api_id(objects: Mapping[str, Mapping[str, Any]], multimodel: str) -> dict[str, str]:
+    """API id -> Deployment name over Deployments by name (on a clash, the first name in order)."""
+    found: dict[str, str] = {}
+    for name in sorted(objects):
+        api_id = api_id_of(objects[name], multimodel)
+        if api_id is not None:
+            found.setdefault(api_id, name)
+    return found
+
+
 def now_iso() -> str:
     # Milliseconds: idle timeouts can be short, and the readers allow only for the write throttle.
     return datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

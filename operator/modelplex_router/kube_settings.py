@@ -32,8 +32,12 @@ class KubeBackendSettings(BaseSettings):
     endpoints_resync: float = Field(
         default=300.0, gt=0, description="Seconds between full re-lists of the EndpointSlice watch."
     )
+    deployments_resync: float = Field(
+        default=300.0, gt=0, description="Seconds between full re-lists of the Deployment watch."
+    )
     poll_interval: float = Field(
-        default=1.0, gt=0, description="Seconds between readiness checks while loading."
+        default=1.0, gt=0,
+        description="Most seconds between readiness checks while loading (a watched change wakes one sooner).",
     )
     last_used_interval: float = Field(
         default=30.0, ge=0, description="Write the last-used annotation at most this often per model."

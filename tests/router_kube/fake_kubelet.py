@@ -7,7 +7,8 @@ reaches it), the next on 127.0.0.2, and so on, as pods have their own IPs on a c
 picks the process: ``"fake"`` (tests/router/fake_runtime.py, for failure-mode tests) or ``"real"``
 (the pod template's own command, ``python -m modelplex_runtime ...``, with the pod's address).
 A pod has a Pod object (the Deployment's selector labels, its address) for as long as its process
-lives. Once its runtime answers /ready, the pod is ready: the Deployment's status counts it, and the
+lives. Once its runtime answers /ready, the pod is ready: the Deployment's status counts it (written through the
+API's status subresource, as the Deployment controller does, so watches see it), and the
 Deployment's EndpointSlice (``kubernetes.io/service-name: <Deployment name>``, written through the API
 so watches see it) lists it ready; a pod going away is listed ``terminating`` until its process has
 exited. Scaling down terminates the newest pods (``slow_stop`` seconds later for a Deployment named
@@ -32,6 +33,7 @@ import httpx
 
 FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "router" / "fake_runtime.py"
 SLICES_PATH = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+DEPLOYMENT_PATH = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
 
 
 @dataclass
@@ -133,13 +135,19 @@ class FakeKubelet:
         except httpx.HTTPError:
             return False
 
-    def _report(self, name: str) -> None:
+    async def _report(self, name: str) -> None:
         pods = self.pods_of(name)
         replicas, ready = len(pods), sum(p.ready for p in pods)
         status = (self._spec(name) or {}).get("status") or {}
         if status.get("replicas") != replicas or status.get("readyReplicas") != ready:
-            self.cluster.objects[self.deployments, self.namespace, name].patch(
-                {"status": {"replicas": replicas, "readyReplicas": ready}})
+            await self._write_status(name, {"replicas": replicas, "readyReplicas": ready})
+
+    async def _write_status(self, name: str, status: dict[str, Any]) -> None:
+        """As the Deployment controller does: through the API (the status subresource), so watches see it."""
+        assert self._api is not None
+        resp = await self._api.patch(DEPLOYMENT_PATH.format(ns=self.namespace, name=name) + "/status",
+                                     json={"status": status}, headers={"Content-Type": "application/merge-patch+json"})
+        resp.raise_for_status()
 
     async def _terminate(self, pod: FakePod) -> None:
         pod.terminating = True
@@ -186,16 +194,16 @@ class FakeKubelet:
 
     # -- faults -----------------------------------------------------------------------------------
 
-    def crash(self, name: str) -> None:
+    async def crash(self, name: str) -> None:
         """The runtime dies and cannot come back: the Deployment reports a replica failure."""
         for pod in self.pods_of(name):
             pod.ready = False
             with contextlib.suppress(ProcessLookupError):
                 pod.process.kill()
         first = self.pods_of(name)[0].name if self.pods_of(name) else name
-        self.cluster.objects[self.deployments, self.namespace, name].patch({"status": {"conditions": [
+        await self._write_status(name, {"conditions": [
             {"type": "ReplicaFailure", "status": "True", "reason": "CrashLoopBackOff",
-             "message": f"pod {first}: the runtime crashed (simulated)"}]}})
+             "message": f"pod {first}: the runtime crashed (simulated)"}]})
 
     def freeze(self, name: str) -> None:
         """The runtime stops answering (SIGSTOP) while its pod still counts as ready."""
@@ -208,7 +216,7 @@ class FakeKubelet:
             pod.process.kill()
         await pod.process.wait()
         pod.ready = False
-        self._report(name)
+        await self._report(name)
         dep = self._spec(name)
         assert dep is not None
         self.starts.append(name)
@@ -230,7 +238,7 @@ class FakeKubelet:
         for pod in self.pods_of(name):
             if not pod.ready and pod.process.returncode is None and await self._answers_ready(pod):
                 pod.ready = True
-        self._report(name)
+        await self._report(name)
         await self._publish_slice(name)
 
     async def _loop(self) -> None:
@@ -241,12 +249,11 @@ class FakeKubelet:
 
     async def _terminate_and_report(self, pod: FakePod) -> None:
         # As the Deployment controller does: a terminating pod no longer counts, though it still runs.
-        self._report(pod.deployment)
+        await self._report(pod.deployment)
         try:
             await self._terminate(pod)
             if not self.pods_of(pod.deployment):
-                self.cluster.objects[self.deployments, self.namespace, pod.deployment].patch(
-                    {"status": {"conditions": []}})
+                await self._write_status(pod.deployment, {"conditions": []})
         finally:
             del self._stopping[pod.name]
 

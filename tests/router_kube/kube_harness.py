@@ -35,6 +35,15 @@ MODELS = {
 }
 
 
+async def patch_deployment(cluster: Any, name: str, body: dict[str, Any], subresource: str = "") -> None:
+    """A merge patch through the emulated API (as ``kubectl scale`` / a controller would), so that watches
+    see it (a write to ``cluster.objects`` goes around them)."""
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}" + (f"/{subresource}" if subresource else "")
+    async with httpx.AsyncClient(base_url=str(cluster.url), timeout=10) as api:
+        resp = await api.patch(path, json=body, headers={"Content-Type": "application/merge-patch+json"})
+        resp.raise_for_status()
+
+
 def replicas(cluster: Any, name: str) -> int:
     return int(cluster.objects[DEPLOYMENTS, NS, name].raw["spec"].get("replicas") or 0)
 

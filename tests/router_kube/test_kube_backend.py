@@ -21,6 +21,7 @@ from kube_harness import (
     backend_for,
     model_ids,
     multimodel,
+    patch_deployment,
     replicas,
     serving_router,
     status_of,
@@ -105,9 +106,9 @@ async def test_load_failures_give_reasons(cluster: Any, deployed: dict[str, int]
         await backend.ensure_started("other", entry)
         with pytest.raises(BackendLoadError, match="not ready after 0s"):
             await backend.wait_ready("other", 0)
-        cluster.objects[DEPLOYMENTS, NS, "demo-other"].patch({"status": {"conditions": [
+        await patch_deployment(cluster, "demo-other", {"status": {"conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-             "message": "ReplicaSet has timed out progressing."}]}})
+             "message": "ReplicaSet has timed out progressing."}]}}, "status")
         with pytest.raises(BackendLoadError, match="timed out progressing"):
             await backend.wait_ready("other", 5)
         with pytest.raises(BackendLoadError, match="no Deployment for model 'ghost'"):

@@ -109,7 +109,7 @@ async def test_a_crash_being_cleaned_up_does_not_hold_up_other_models(cluster: A
         for model in ("other", "tiny"):
             assert (await client.post("/v1/chat/completions", json={"model": model, **CHAT})).status_code == 200
         kubelet.slow_stop["demo-other"] = 8  # its pod takes long to go once scaled down
-        kubelet.crash("demo-other")
+        await kubelet.crash("demo-other")
         await until(lambda: _status_is(client, "other", "failed"))
         # While the crashed model's pod is still being waited for, the idle model is unloaded on time.
         await until(lambda: _status_is(client, "tiny", "unloaded"))
