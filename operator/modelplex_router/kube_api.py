@@ -13,6 +13,7 @@ from modelplex_router.kube_lease import lease_request
 from modelplex_router.kube_objects import GROUP, PLURAL, VERSION
 from modelplex_router.kube_watch import raw_json
 
+USER_AGENT = "modelplex-router"
 REQUEST_TIMEOUT = 10.0  # seconds, for each single request (a watch has its own bounds)
 
 
@@ -166,4 +167,6 @@ async def make_api_client(api_url: str | None) -> Any:
             config.load_incluster_config(client_configuration=cfg)
         except config.ConfigException:
             await config.load_kube_config(client_configuration=cfg)
-    return client.ApiClient(configuration=cfg)
+    api = client.ApiClient(configuration=cfg)
+    api.user_agent = USER_AGENT  # the API server's audit log (and the tests) can tell the router's requests
+    return api

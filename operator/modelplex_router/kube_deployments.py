@@ -49,6 +49,7 @@ class Deployments:
         self._on_found = on_found  # (api id, Deployment name), on every lookup
         self._bound = overlay_seconds
         self._watched: dict[str, str] = {}  # api id -> Deployment, by the watch
+        self._last_seen: dict[str, str] = {}  # api id -> the Deployment the watch showed last (kept when it goes)
         self._looked_up: dict[str, str] = {}  # api id -> Deployment, by the fallback's LIST
         self._writes: dict[str, list[Write]] = {}  # Deployment -> the router's writes the watch has not shown
         self._changed = asyncio.Event()
@@ -156,8 +157,9 @@ class Deployments:
     def _on_change(self, objects: Mapping[str, dict[str, Any]]) -> None:
         names = by_api_id(objects, self._multimodel)
         for api_id, name in names.items():
-            if self._watched.get(api_id) not in (None, name):
+            if self._last_seen.get(api_id) not in (None, name):
                 log.info("model %s: its Deployment is now %s", api_id, name, extra={"model": api_id})
+            self._last_seen[api_id] = name
         self._watched = names
         self._writes = {name: writes for name, writes in self._writes.items() if name in objects}
         self._notify()

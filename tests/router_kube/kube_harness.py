@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.ports import free_port
 from modelplex_router.app import create_app
+from modelplex_router.kube_api import USER_AGENT
 from modelplex_router.kube_backend import KubeBackend, KubeBackendSettings, cluster_catalog_source
 from modelplex_router.settings import RouterSettings
 
@@ -42,6 +43,27 @@ async def patch_deployment(cluster: Any, name: str, body: dict[str, Any], subres
     async with httpx.AsyncClient(base_url=str(cluster.url), timeout=10) as api:
         resp = await api.patch(path, json=body, headers={"Content-Type": "application/merge-patch+json"})
         resp.raise_for_status()
+
+
+def by_router(request: Any) -> bool:
+    """A request the router's Kubernetes client made (not the operator's, the fake kubelet's, a test's)."""
+    return bool(request.headers.get("User-Agent") == USER_AGENT)
+
+
+def deployment_call(request: Any) -> str | None:
+    """What a request to the emulated API does with Deployments: "watch", "list", "get", or None."""
+    if request.method != "GET" or "/apis/apps/v1/" not in request.url.path or request.resource is None:
+        return None
+    if request.resource.plural != "deployments" or request.subresource:
+        return None
+    if request.params.get("watch") == "true":
+        return "watch"
+    return "list" if request.name is None else "get"
+
+
+def router_deployment_reads(cluster: Any) -> int:
+    """The router's requests that read Deployments one by one or as lists (its watch streams not counted)."""
+    return sum(1 for r in cluster if by_router(r) and deployment_call(r) in ("get", "list"))
 
 
 def replicas(cluster: Any, name: str) -> int:

@@ -12,7 +12,19 @@ import kmock
 import pytest
 from fake_kubelet import FakeKubelet
 from kopf_harness import DEPLOYMENTS, MM, PODS, eventually, running_operator
-from kube_harness import CHAT, NS, backend_for, multimodel, replicas, serving_router, status_of, until
+from kube_harness import (
+    CHAT,
+    NS,
+    backend_for,
+    by_router,
+    deployment_call,
+    multimodel,
+    replicas,
+    router_deployment_reads,
+    serving_router,
+    status_of,
+    until,
+)
 
 from helpers.ports import free_port
 from modelplex_router.kube_objects import ready_replicas, stop_bound
@@ -37,24 +49,32 @@ async def test_a_failed_last_used_write_does_not_fail_the_load(cluster: Any, dep
 
 
 async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: Any, deployed: dict[str, int]) -> None:
-    """One GET of the Deployment fails while the pod starts, and the first one after it is ready (the
-    router's post-load look at it): the load goes on and every waiting request is served."""
+    """The router's Deployment watch fails from the start (every watch request) and so does every list of
+    Deployments once the model is scaled up, so the backend falls back to GETs; of those, one fails while
+    the pod starts and the first one after it is ready (the router's post-load look at it). The load goes
+    on, every waiting request is served, and once the API works again the watch serves the Deployments."""
     decided: dict[int, bool] = {}
     state = {"failed_loading": False, "saw_ready": False, "failed_ready": False}
+    failed = {"watch": 0, "list": 0}
 
     def flaky(request: Any) -> bool:
         if id(request) in decided:
             return decided[id(request)]
         fail = False
-        if request.method == "GET" and request.url.path.endswith("/deployments/demo-tiny"):
+        call = deployment_call(request) if by_router(request) else None
+        if call is not None and not state["failed_ready"]:  # the API fails until the post-load look failed
             dep = cluster.objects[DEPLOYMENTS, NS, "demo-tiny"].raw
             wanted = int((dep.get("spec") or {}).get("replicas") or 0)
-            if state["saw_ready"] and not state["failed_ready"]:
-                state["failed_ready"] = fail = True
-            elif ready_replicas(dep) >= 1:
-                state["saw_ready"] = True
-            elif wanted >= 1 and not state["failed_loading"]:
-                state["failed_loading"] = fail = True
+            if call == "watch" or (call == "list" and wanted >= 1):
+                failed[call] += 1
+                fail = True
+            elif call == "get" and request.name == "demo-tiny":
+                if state["saw_ready"]:
+                    state["failed_ready"] = fail = True
+                elif ready_replicas(dep) >= 1:
+                    state["saw_ready"] = True
+                elif wanted >= 1 and not state["failed_loading"]:
+                    state["failed_loading"] = fail = True
         decided[id(request)] = fail
         return fail
 
@@ -70,7 +90,14 @@ async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: 
         )
         assert [r.status_code for r in replies] == [200] * 5, [r.text for r in replies]
         assert state == {"failed_loading": True, "saw_ready": True, "failed_ready": True}
+        assert failed["watch"] >= 1 and failed["list"] >= 1, failed
         assert await status_of(client, "tiny") == "loaded"
+        # The API works again: the watch lists, and the loaded model is read from it.
+        await eventually(lambda: backend.deployments.serving, 60)
+        reads = router_deployment_reads(cluster)
+        assert (await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})).status_code == 200
+        assert (await backend.observe("tiny")).ready
+        assert router_deployment_reads(cluster) == reads
 
 
 async def test_stop_returns_once_the_pods_are_gone(cluster: Any, deployed: dict[str, int]) -> None:
