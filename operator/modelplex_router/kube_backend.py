@@ -3,6 +3,9 @@
 * Discovery: the models come from MultiModel resources (one by name, or every one in a namespace);
   each model's Deployment is found by the labels and ``modelplex.dev/api-id`` annotation the operator
   puts on it, so the router never re-derives the operator's naming.
+* Deployments are read from one watch (``kube_deployments.py``: a list + watch over the namespace, not
+  a GET per model per tick); the router's own writes stay laid over the cache until the watch shows
+  them (``deployment_writes.py``). Before the watch has listed, or while it fails, a GET (logged).
 * Load = scale the Deployment (scale subresource) to ``maxReplicas`` unless it has at least that
   many; unload = scale it to ``minReplicas`` (normally 0). Both are absolute writes, so several router
   replicas doing the same thing at once converge to the same count.
@@ -13,7 +16,7 @@
   EndpointSlices), the model has one replica: its Service (kube-proxy spreads connections, not requests).
 * Ready = a ready pod in the slices answers its engine's readiness path with 200 (``/ready`` for the
   modelplex runtime, ``/health`` for vLLM); with the Service, the Deployment reports a ready replica
-  and the Service URL answers it.
+  and the Service URL answers it. Both watches wake a load's wait.
 * Last use is written (throttled) as the ``modelplex.dev/last-used`` annotation on the Deployment, so
   every router replica can tell when *any* replica last used a model.
 
@@ -65,7 +68,6 @@ log = logging.getLogger("modelplex_router.kube")
 
 @dataclass
 class _Model:
-    deployment: str
     entry: ModelEntry | None = None
     last_written: float = 0.0
 
@@ -123,7 +125,6 @@ class KubeBackend:
         return await self._board.changed(api_id, version, timeout_seconds)
 
     def _found(self, api_id: str, deployment: str) -> None:
-        self._models.setdefault(api_id, _Model(deployment="")).deployment = deployment
         if self.by_pods(api_id):
             self.endpoints.follow(api_id, deployment)  # the operator names the Service so
 
@@ -163,7 +164,7 @@ class KubeBackend:
     async def load_config(self, default_model_id: str | None = None) -> ModelplexConfig:
         config, _ = config_from_multimodels(await self.list_multimodels(), default_model_id)
         for m in config.models:
-            self._models.setdefault(m.entry.api_id, _Model(deployment="")).entry = m.entry
+            self._models.setdefault(m.entry.api_id, _Model()).entry = m.entry
         return config
 
     async def _deployment(self, api_id: str) -> dict[str, Any]:
@@ -179,7 +180,7 @@ class KubeBackend:
     # -- ModelBackend ----------------------------------------------------------------------------
 
     async def ensure_started(self, api_id: str, entry: ModelEntry) -> None:
-        self._models.setdefault(api_id, _Model(deployment="")).entry = entry
+        self._models.setdefault(api_id, _Model()).entry = entry
         if self.by_pods(api_id):
             await self.endpoints.start()
         dep = await self._deployment(api_id)
@@ -332,7 +333,7 @@ class KubeBackend:
 
     async def note_used(self, api_id: str, force: bool = False) -> None:
         """Record a use on the Deployment (throttled), for every router replica to see."""
-        model = self._models.setdefault(api_id, _Model(deployment=""))
+        model = self._models.setdefault(api_id, _Model())
         now = time.monotonic()
         if not force and now - model.last_written < self.settings.last_used_interval:
             return
