@@ -57,22 +57,17 @@ class Deployments:
         """Taken anew on every change of a watched Deployment and every write of the router's."""
         self._fallback: str | None = None  # why the last read was a GET (None: from the watch)
         self._watch: ListWatch | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._starting = False
 
     async def start(self) -> None:
         """Start the watch (once; later calls return at once)."""
-        if self._starting:
+        if self._watch is not None:
             return
-        self._starting = True
-        try:
-            list_call = await self._api.deployment_lister()
-        except BaseException:
-            self._starting = False
-            raise
+        list_call = await self._api.deployment_lister()
+        if self._watch is not None:  # started meanwhile
+            return
         self._watch = ListWatch("Deployments", list_call, self._api.namespace, deployment_selector(self._multimodel),
                                 self._on_change, resync_seconds=self._resync)  # fmt: skip
-        self._task = asyncio.create_task(self._watch.run(), name="watch Deployments")
+        self._watch.start()
 
     @property
     def serving(self) -> bool:
@@ -170,8 +165,5 @@ class Deployments:
         self._changed = asyncio.Event()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        if self._watch is not None:
+            await self._watch.close()

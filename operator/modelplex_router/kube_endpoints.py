@@ -12,8 +12,6 @@ ready or left the slice (``replica_pool.py``). Pods joining or leaving a model's
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -49,18 +47,19 @@ class EndpointWatch:
         self._endpoints: dict[str, list[PodEndpoint]] = {}  # api id -> its pods as last published
         self._by_service: dict[str, list[dict[str, Any]]] = {}
         self._watch: ListWatch | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the watch (once; later calls return at once)."""
-        if self._task is not None:
+        if self._watch is not None:
             return
         list_call = await self._lister()
+        if self._watch is not None:  # started meanwhile
+            return
         self._watch = ListWatch(
             "EndpointSlices", list_call, self._namespace, LABEL_SERVICE_NAME, self._changed,
             resync_seconds=self._resync,
         )  # fmt: skip
-        self._task = asyncio.create_task(self._watch.run(), name="watch EndpointSlices")
+        self._watch.start()
 
     def follow(self, api_id: str, service: str) -> None:
         """Publish ``service``'s pods as ``api_id``'s replicas from now on."""
@@ -115,8 +114,5 @@ class EndpointWatch:
         self._board.publish(api_id, members=[Replica(ep.pod, ep.url, ep.ready) for ep in now])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        if self._watch is not None:
+            await self._watch.close()

@@ -16,6 +16,7 @@ cache; the caller derives what it needs from it (``kube_endpoints.py``: each mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,6 +58,20 @@ class ListWatch:
         """Why the last attempt failed (None while the watch works)."""
         self.lists = 0
         """How many lists were made (the first one and every resync or recovery)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run the loop in a task of its own (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"watch {self.what}")
+
+    async def close(self) -> None:
+        """Stop the loop started by ``start``."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
 
     async def run(self) -> None:
         failures = 0
