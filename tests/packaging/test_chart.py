@@ -92,7 +92,7 @@ OPERATOR_RBAC = {
 }
 ROUTER_RBAC = {
     ("modelplex.dev", "multimodels"): {"get", "list"},
-    ("apps", "deployments"): {"get", "list", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("apps", "deployments/scale"): {"patch"},
     ("", "pods"): {"list"},
     ("coordination.k8s.io", "leases"): {"list", "create", "patch", "delete"},

@@ -109,6 +109,7 @@ async def test_a_deployment_recreated_under_another_name_is_found_by_the_watch(
             reads = router_deployment_reads(cluster)
             assert not (await backend.observe("other")).running
             assert router_deployment_reads(cluster) == reads  # from the cache now
+            await _watch_streams(cluster, backend, "demo-other")
 
             (await kube.delete(f"{PATH}/demo-other")).raise_for_status()
             (await kube.post(PATH, json=_deployment("demo-other-v2", "other", 1))).raise_for_status()
@@ -126,6 +127,21 @@ async def test_a_deployment_recreated_under_another_name_is_found_by_the_watch(
     messages = [r.getMessage() for r in caplog.records]
     assert any("reading its Deployment with a GET: the Deployment watch has not listed yet" in m for m in messages)
     assert any("its Deployment is now demo-other-v2" in m for m in messages)
+
+
+async def _watch_streams(cluster: Any, backend: KubeBackend, name: str) -> None:
+    """Until the watch has delivered an event: kmock 0.8 ignores the list's resourceVersion and streams
+    only what happens once the watch request has subscribed, so a change in between would wait for the
+    resync (an API server replays it from the list's resourceVersion)."""
+    for attempt in range(100):
+        version = backend.deployments.version
+        await patch_deployment(cluster, name, {"metadata": {"annotations": {"test.modelplex.dev/probe": str(attempt)}}})
+        try:
+            await eventually(lambda v=version: backend.deployments.version > v, 0.5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the Deployment watch delivered no event")
 
 
 async def _running(backend: KubeBackend, api_id: str) -> bool:
