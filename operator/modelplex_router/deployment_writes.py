@@ -5,8 +5,10 @@ deliver an event from before that write, say a status update that carries the ol
 read as it is, the cache would flip back and undo the decision just made. So each write is kept as an
 overlay (its merge patch) on the watched object until that object is at or after the write: it holds
 the written values, or its ``resourceVersion`` is at or past the one the write answered (when both are
-numbers, as the API server's are), or ``bound`` seconds have passed (a later write by somebody else
-wins then). Pure functions; ``kube_deployments.py`` applies them.
+numbers, as the API server's are), or it comes from a list (or a GET) sent after the write was
+answered. A write still kept after ``bound`` seconds is ``overdue``: the watch is asked to list again
+(its event may have been lost, or somebody else wrote after it), and that list settles it. Pure
+functions; ``kube_deployments.py`` applies them.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ def _version(value: Any) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
-def settled(write: Write, dep: Mapping[str, Any], now: float, bound: float) -> bool:
-    """The watched Deployment shows the write (or something after it), or the write is too old to keep."""
-    if now - write.at >= bound or contains(dep, write.patch):
+def settled(write: Write, dep: Mapping[str, Any], read_since: float | None) -> bool:
+    """The Deployment as read shows the write, or something after it: it holds the written values, or its
+    resourceVersion is at or past the write's, or it was read by a request sent after the write had
+    been answered (``read_since``: when the list behind the cache, or the GET, was sent)."""
+    if contains(dep, write.patch) or (read_since is not None and read_since > write.at):
         return True
     written = _version(write.resource_version)
     seen = _version((dep.get("metadata") or {}).get("resourceVersion"))
@@ -57,11 +61,17 @@ def settled(write: Write, dep: Mapping[str, Any], now: float, bound: float) -> b
 
 
 def with_writes(
-    dep: Mapping[str, Any], writes: list[Write], now: float, bound: float
+    dep: Mapping[str, Any], writes: list[Write], read_since: float | None
 ) -> tuple[dict[str, Any], list[Write]]:
     """The Deployment as the router last wrote it, and the writes still to keep."""
-    kept = [w for w in writes if not settled(w, dep, now, bound)]
+    kept = [w for w in writes if not settled(w, dep, read_since)]
     out: dict[str, Any] = dict(dep)
     for write in kept:
         out = merged(out, write.patch)
     return out, kept
+
+
+def overdue(writes: list[Write], now: float, bound: float) -> bool:
+    """A write kept for ``bound`` seconds and still not shown: the watch may have lost its event (or a
+    later write by somebody else hides it); a fresh list settles it either way."""
+    return any(now - w.at >= bound for w in writes)

@@ -6,7 +6,8 @@ through the ``modelplex.dev/api-id`` annotation: ``observe``, ``wait_ready``, ``
 idle bookkeeping read a model's Deployment from it without a request, and a Deployment deleted and
 recreated under another name is found again from the events themselves. The router's own writes are
 laid over the cached object until the watch shows them (``deployment_writes.py``), so an event still in
-flight from before a scale cannot undo it.
+flight from before a scale cannot undo it; one not shown within ``overlay_seconds`` makes the watch
+list again.
 
 The fallback: until the first list has arrived, or while the watch fails, a model's Deployment is read
 with a GET as before (its name found by a LIST of the operator's Deployments, once, and again when the
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelplex_router.backend import BackendLoadError
-from modelplex_router.deployment_writes import Write, with_writes
+from modelplex_router.deployment_writes import Write, overdue, with_writes
 from modelplex_router.kube_api import KubeApi
 from modelplex_router.kube_objects import by_api_id, deployment_selector
 from modelplex_router.kube_watch import ListWatch
@@ -88,7 +89,7 @@ class Deployments:
         if name is not None and self._watch is not None and name in self._watch.objects:
             self._served_again()
             self._on_found(api_id, name)
-            return self._overlaid(name, self._watch.objects[name])
+            return self._overlaid(name, self._watch.objects[name], self._watch.listed_at)
         if self.serving:  # just created, its event not here yet; or it has none (the LIST says)
             log.debug("model %s: the Deployment watch lists none; looking it up", api_id, extra={"model": api_id})
         else:
@@ -96,13 +97,16 @@ class Deployments:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
-            return self._overlaid(name := await self.name(api_id), await self._api.read_deployment(name))
+            return await self._read(await self.name(api_id))
         except ApiException as exc:
             if exc.status != 404:
                 raise
         # Renamed or recreated: look it up again once.
-        name = await self.name(api_id, refresh=True)
-        return self._overlaid(name, await self._api.read_deployment(name))
+        return await self._read(await self.name(api_id, refresh=True))
+
+    async def _read(self, name: str) -> dict[str, Any]:
+        sent = time.monotonic()
+        return self._overlaid(name, await self._api.read_deployment(name), sent)
 
     async def name(self, api_id: str, refresh: bool = False) -> str:
         """The name of the model's Deployment (BackendLoadError when it has none)."""
@@ -121,8 +125,11 @@ class Deployments:
             "is the modelplex operator running?"
         )
 
-    def _overlaid(self, name: str, dep: Mapping[str, Any]) -> dict[str, Any]:
-        out, self._writes[name] = with_writes(dep, self._writes.get(name, []), time.monotonic(), self._bound)
+    def _overlaid(self, name: str, dep: Mapping[str, Any], read_since: float | None) -> dict[str, Any]:
+        out, kept = with_writes(dep, self._writes.get(name, []), read_since)
+        self._writes[name] = kept
+        if self._watch is not None and overdue(kept, time.monotonic(), self._bound):
+            self._watch.resync_now()  # a fresh list settles them
         return out
 
     def _falling_back(self, api_id: str, reason: str) -> None:

@@ -9,6 +9,8 @@ for a version too old, a 403 for missing RBAC) is logged once per distinct probl
 back-off (``retry_initial`` doubling to ``retry_max``), which a successful list resets. Every list
 request has its own timeout.
 
+``resync_now`` ends the current stream early (a caller that has reason to think an event was lost).
+
 ``on_change`` is called (synchronously, in the loop) after each list and each event, with the whole
 cache; the caller derives what it needs from it (``kube_endpoints.py``: each model's ready pods).
 """
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -58,7 +61,11 @@ class ListWatch:
         """Why the last attempt failed (None while the watch works)."""
         self.lists = 0
         """How many lists were made (the first one and every resync or recovery)."""
+        self.listed_at: float | None = None
+        """When (``time.monotonic()``) the request of the last list that arrived was sent: the cache holds
+        every change the server had made by then (and the events since)."""
         self._task: asyncio.Task[None] | None = None
+        self._stream_deadline: asyncio.Timeout | None = None
 
     def start(self) -> None:
         """Run the loop in a task of its own (once)."""
@@ -72,6 +79,16 @@ class ListWatch:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
+
+    @property
+    def streaming(self) -> bool:
+        """A watch stream is open now (between a list and the next)."""
+        return self._stream_deadline is not None
+
+    def resync_now(self) -> None:
+        """End the current watch stream, so that the loop lists again at once (a no-op between streams)."""
+        if self._stream_deadline is not None:
+            self._stream_deadline.reschedule(asyncio.get_running_loop().time())
 
     async def run(self) -> None:
         failures = 0
@@ -97,6 +114,7 @@ class ListWatch:
                 await asyncio.sleep(min(self._retry_max, self._retry_initial * 2 ** min(failures - 1, 16)))
 
     async def _relist(self) -> str | None:
+        sent = time.monotonic()
         resp = await self._list(
             self._namespace, label_selector=self._selector, _preload_content=False,
             _request_timeout=self._timeout,
@@ -106,6 +124,7 @@ class ListWatch:
             obj["metadata"]["name"]: obj for obj in data.get("items") or [] if (obj.get("metadata") or {}).get("name")
         }
         self.lists += 1
+        self.listed_at = sent
         if self.problem is not None:
             log.info("watching %s works again", self.what)
         self.problem = None
@@ -124,11 +143,13 @@ class ListWatch:
         # ``return_type="object"``: the raw dicts, as everywhere in the router (the typed models drop fields).
         async with watch.Watch(return_type="object") as stream:
             try:
-                async with asyncio.timeout(self._resync + self._timeout):
+                async with asyncio.timeout(self._resync + self._timeout) as self._stream_deadline:
                     async for event in stream.stream(self._watch_call, self._namespace, **kwargs):
                         self._apply(event.get("type"), event.get("raw_object") or {})
             except TimeoutError:
-                return  # the server kept the stream open past its timeout: resync now
+                return  # the server kept the stream open past its timeout, or resync_now: resync now
+            finally:
+                self._stream_deadline = None
 
     async def _watch_call(self, *args: Any, watch: bool = False, **kwargs: Any) -> Any:
         # The client would send ``watch=True``; the API server reads any boolean spelling, but emulators and

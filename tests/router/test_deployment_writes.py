@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelplex_router.deployment_writes import Write, contains, merged, settled, with_writes
+from modelplex_router.deployment_writes import Write, contains, merged, overdue, settled, with_writes
 from modelplex_router.kube_objects import (
     ANNOTATION_API_ID,
     ANNOTATION_LAST_USED,
@@ -70,7 +70,8 @@ def test_contains_and_merged_follow_merge_patch_semantics() -> None:
 def test_a_stale_event_does_not_undo_the_routers_scale() -> None:
     write = Write(SCALE_TO_2, resource_version="120", at=100.0)
     stale = _dep("d", "tiny", replicas=1, version="119")  # a status event from before the write
-    shown, kept = with_writes(stale, [write], now=101.0, bound=10.0)
+    # The cache's list was sent before the write: only the events after it can show the write.
+    shown, kept = with_writes(stale, [write], read_since=90.0)
     assert spec_replicas(shown) == 2 and kept == [write]
     assert shown["status"] == stale["status"]  # the rest of the object is the watch's
 
@@ -78,27 +79,36 @@ def test_a_stale_event_does_not_undo_the_routers_scale() -> None:
 def test_the_overlay_goes_once_the_watch_is_at_or_after_the_write() -> None:
     write = Write(SCALE_TO_2, resource_version="120", at=100.0)
     # The watch shows the write itself.
-    assert settled(write, _dep("d", "tiny", replicas=2, version="120"), now=101.0, bound=10.0)
+    assert settled(write, _dep("d", "tiny", replicas=2, version="120"), read_since=90.0)
     # A later write by somebody else (kubectl scale 3): its resourceVersion is past the router's.
     later = _dep("d", "tiny", replicas=3, version="125")
-    shown, kept = with_writes(later, [write], now=101.0, bound=10.0)
+    shown, kept = with_writes(later, [write], read_since=90.0)
     assert spec_replicas(shown) == 3 and kept == []
 
 
-def test_without_resource_versions_the_values_or_the_bound_settle_a_write() -> None:
+def test_without_resource_versions_the_values_or_a_later_read_settle_a_write() -> None:
     write = Write(SCALE_TO_2, resource_version=None, at=100.0)
-    assert settled(write, _dep("d", "tiny", replicas=2), now=100.5, bound=10.0)
-    other = _dep("d", "tiny", replicas=3)
-    assert not settled(write, other, now=105.0, bound=10.0)
-    assert settled(write, other, now=110.0, bound=10.0)  # bounded: a later change by somebody else wins
+    assert settled(write, _dep("d", "tiny", replicas=2), read_since=90.0)
+    other = _dep("d", "tiny", replicas=3)  # somebody scaled to 3, or the write's event is not here yet
+    assert not settled(write, other, read_since=90.0)
+    assert not settled(write, other, read_since=None)
+    # A list (or a GET) sent after the write was answered is the server's word: 3 it is.
+    assert settled(write, other, read_since=100.5)
     # Versions that are not numbers are not compared.
-    assert not settled(Write(SCALE_TO_2, "abc", 100.0), _dep("d", "tiny", version="xyz"), now=101.0, bound=10.0)
+    assert not settled(Write(SCALE_TO_2, "abc", 100.0), _dep("d", "tiny", version="xyz"), read_since=None)
+
+
+def test_a_write_not_shown_in_time_is_overdue() -> None:
+    writes = [Write(SCALE_TO_2, None, at=100.0)]
+    assert not overdue(writes, now=105.0, bound=10.0)
+    assert overdue(writes, now=110.0, bound=10.0)
+    assert not overdue([], now=1000.0, bound=10.0)
 
 
 def test_several_writes_stay_in_order_and_go_one_by_one() -> None:
     scale = Write(SCALE_TO_2, None, at=100.0)
     used = Write({"metadata": {"annotations": {ANNOTATION_LAST_USED: "2026-12-01T00:00:00.000Z"}}}, None, at=101.0)
-    shown, kept = with_writes(_dep("d", "tiny", replicas=2), [scale, used], now=102.0, bound=10.0)
+    shown, kept = with_writes(_dep("d", "tiny", replicas=2), [scale, used], read_since=90.0)
     assert kept == [used]  # the scale is shown; the annotation not yet
     assert shown["metadata"]["annotations"][ANNOTATION_LAST_USED] == "2026-12-01T00:00:00.000Z"
     assert shown["metadata"]["annotations"][ANNOTATION_API_ID] == "tiny"

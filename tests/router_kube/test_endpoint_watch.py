@@ -73,3 +73,28 @@ async def test_the_watch_follows_slices_recovers_from_errors_and_resyncs(cluster
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await api.close()
+
+
+async def test_resync_now_ends_the_stream_and_lists_again(cluster: Any) -> None:
+    """What the Deployment watch asks for when one of the router's writes does not show up in time."""
+    api = KubeApi(NS, str(cluster.url))
+    # A resync period far beyond the test: only resync_now can make it list again.
+    watch = ListWatch("EndpointSlices", await api.endpoint_slice_lister(), NS, LABEL_SERVICE_NAME,
+                      lambda objects: None, resync_seconds=3600, retry_initial=0.05)  # fmt: skip
+    async with httpx.AsyncClient(base_url=str(cluster.url)) as kube:
+        (await kube.post(PATH, json=_slice("a", "demo-tiny", "10.0.0.1"))).raise_for_status()
+        watch.start()
+        try:
+            await eventually(lambda: watch.synced.is_set(), 10)
+            first = watch.listed_at
+            assert watch.lists == 1 and first is not None
+            # Changed without an event (as if it was lost): the stream cannot bring it, the list does.
+            cluster.objects[ENDPOINTSLICES, NS, "a"].patch({"metadata": {"labels": {"changed": "yes"}}})
+            await eventually(lambda: watch.streaming, 10)
+            watch.resync_now()
+            await eventually(lambda: watch.lists == 2, 10)
+            assert watch.listed_at is not None and watch.listed_at > first
+            assert watch.objects["a"]["metadata"]["labels"]["changed"] == "yes"
+        finally:
+            await watch.close()
+            await api.close()
