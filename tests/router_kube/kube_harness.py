@@ -61,9 +61,29 @@ def deployment_call(request: Any) -> str | None:
     return "list" if request.name is None else "get"
 
 
-def router_deployment_reads(cluster: Any) -> int:
+def router_deployment_reads(cluster: Any) -> list[str]:
     """The router's requests that read Deployments one by one or as lists (its watch streams not counted)."""
-    return sum(1 for r in cluster if by_router(r) and deployment_call(r) in ("get", "list"))
+    return [f"{r.method} {r.url.path_qs}" for r in cluster if by_router(r) and deployment_call(r) in ("get", "list")]
+
+
+def counting_observes(backend: KubeBackend) -> list[str]:
+    """Every ``observe`` the router makes from now on (the monitor's ticks), by model."""
+    seen: list[str] = []
+    observe = backend.observe
+
+    async def counted(api_id: str) -> Any:
+        seen.append(api_id)
+        return await observe(api_id)
+
+    backend.observe = counted  # type: ignore[method-assign]
+    return seen
+
+
+async def settled_ticks(observes: list[str], model: str) -> None:
+    """Until two more of the model's ticks have begun: one that began before (and may still be reading
+    the Deployment with a GET) has ended by then."""
+    ticks = observes.count(model)
+    await eventually(lambda: observes.count(model) >= ticks + 2, 30)
 
 
 def replicas(cluster: Any, name: str) -> int:

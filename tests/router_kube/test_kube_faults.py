@@ -5,6 +5,7 @@ that crash-loops."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +18,13 @@ from kube_harness import (
     NS,
     backend_for,
     by_router,
+    counting_observes,
     deployment_call,
     multimodel,
     replicas,
     router_deployment_reads,
     serving_router,
+    settled_ticks,
     status_of,
     until,
 )
@@ -48,11 +51,17 @@ async def test_a_failed_last_used_write_does_not_fail_the_load(cluster: Any, dep
         assert 'modelplex_model_loads_total{engine="transformers",model="tiny",result="success"} 1.0' in (await client.get("/metrics")).text
 
 
-async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: Any, deployed: dict[str, int]) -> None:
+async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(
+    cluster: Any, deployed: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The router's Deployment watch fails from the start (every watch request) and so does every list of
     Deployments once the model is scaled up, so the backend falls back to GETs; of those, one fails while
     the pod starts and the first one after it is ready (the router's post-load look at it). The load goes
     on, every waiting request is served, and once the API works again the watch serves the Deployments."""
+    # The runtime takes 2 s to turn ready: the load waits on GETs (the watch failing) for a while.
+    control = tmp_path / "control.json"
+    control.write_text('{"tiny": {"load_delay": 2}}')
+    monkeypatch.setenv("FAKE_RUNTIME_CONTROL", str(control))
     decided: dict[int, bool] = {}
     state = {"failed_loading": False, "saw_ready": False, "failed_ready": False}
     failed = {"watch": 0, "list": 0}
@@ -80,6 +89,7 @@ async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: 
 
     cluster[flaky] << 500
     backend = backend_for(cluster, deployed)
+    observes = counting_observes(backend)
     async with (
         FakeKubelet(cluster, DEPLOYMENTS, NS, deployed, PODS),
         serving_router(backend) as url,
@@ -94,10 +104,11 @@ async def test_api_errors_while_loading_and_after_ready_fail_no_waiter(cluster: 
         assert await status_of(client, "tiny") == "loaded"
         # The API works again: the watch lists, and the loaded model is read from it.
         await eventually(lambda: backend.deployments.serving, 60)
-        reads = router_deployment_reads(cluster)
+        await settled_ticks(observes, "tiny")
+        reads = len(router_deployment_reads(cluster))
         assert (await client.post("/v1/chat/completions", json={"model": "tiny", **CHAT})).status_code == 200
         assert (await backend.observe("tiny")).ready
-        assert router_deployment_reads(cluster) == reads
+        assert router_deployment_reads(cluster)[reads:] == []
 
 
 async def test_stop_returns_once_the_pods_are_gone(cluster: Any, deployed: dict[str, int]) -> None:
