@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelplex_runtime.engine.threads import RETRY_STEPS, AdaptiveThreads
+from modelplex_runtime.engine.threads import MARGIN, RETRY_STEPS, AdaptiveThreads, faster
 
 
 class FakeClock:
@@ -49,6 +49,20 @@ def test_it_follows_the_machine_when_the_slower_count_becomes_faster() -> None:
     _drive(policy, clock, 64, {1: 0.002, 2: 0.001}, 50)  # quiet machine: two threads win
     later = _drive(policy, clock, 64, {1: 0.002, 2: 0.01}, 200)  # busy machine: two threads got slow
     assert later[-2 * RETRY_STEPS:].count(1) >= 2 * RETRY_STEPS - 2  # one retry of the other count per RETRY_STEPS
+
+
+def test_fewer_threads_win_only_by_the_margin() -> None:
+    assert faster({1: 0.0010, 2: 0.0011}) == 2  # within the margin: every core
+    assert faster({1: 0.0010 * (1 - MARGIN) * 0.99, 2: 0.0010}) == 1
+    assert faster({1: 0.0020, 2: 0.0010}) == 2
+    assert faster({3: 0.0005, 4: 0.0010}) == 3
+
+
+def test_near_equal_counts_stay_on_every_core() -> None:
+    clock = FakeClock()
+    policy = AdaptiveThreads(2, lambda n: None, clock, retry_seconds=0.5)
+    chosen = _drive(policy, clock, 32, {1: 0.00095, 2: 0.001}, 100)
+    assert chosen[2:].count(2) >= 98 - 100 // RETRY_STEPS - 1
 
 
 def test_one_core_has_one_candidate() -> None:

@@ -12,7 +12,12 @@ policy measures: steps are grouped by
 their token count (powers of two), each group keeps a moving average of seconds per token for both
 counts, runs the faster, and tries the other again after ``RETRY_STEPS`` of its steps and at least
 ``RETRY_SECONDS`` (so at most one step in 16 runs the slower count), following a machine whose load
-changes.
+changes. Fewer threads win only when they are faster by ``MARGIN``: steps of one size group differ in what
+they hold (decoding rows, prompt chunks), so two counts measured on different steps differ by a few tens of
+percent on a quiet machine where they are equal, and every core is the better default there (served tiny
+model at concurrency 16, quiet machine, three runs each against the offline limit: 70% (57-77%) on the bare
+comparison, 78% (68-90%) on two fixed threads); a machine whose other work holds a core makes one thread
+faster by several times, far beyond the margin.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ log = logging.getLogger("modelplex_runtime.engine")
 SMOOTHING = 0.3  # weight of a new step's time in the moving average
 RETRY_STEPS = 16
 RETRY_SECONDS = 2.0
+MARGIN = 0.2  # fewer threads must be this much faster per token to be chosen
 
 
 def cpu_cores() -> int:
@@ -55,6 +61,14 @@ def set_torch_threads(n: int) -> None:
 def thread_policy(requested: int | None) -> ThreadPolicy:
     """``requested`` threads for every step when given (``--cpu-threads``), else the adaptive choice."""
     return FixedThreads(requested, set_torch_threads) if requested else AdaptiveThreads(cpu_cores(), set_torch_threads)
+
+
+def faster(per_token: dict[int, float], margin: float = MARGIN) -> int:
+    """The count to run from each count's seconds per token: the most threads, unless a smaller count is
+    faster by more than ``margin``."""
+    most = max(per_token)
+    best = min(per_token, key=lambda t: per_token[t])
+    return best if per_token[best] < (1 - margin) * per_token[most] else most
 
 
 class FixedThreads:
@@ -99,7 +113,7 @@ class AdaptiveThreads:
             # a new group starts from the old fixed rule: every core from 8 tokens on, else one less
             threads = max(untried) if tokens >= 8 else min(untried)
         else:
-            best = min(self.candidates, key=lambda t: group.per_token[t])
+            best = faster(group.per_token)
             threads = best
             for t in self.candidates:
                 step, at = group.tried_at.get(t, (0, 0.0))
@@ -122,7 +136,7 @@ class AdaptiveThreads:
         old = averages.get(threads)
         averages[threads] = per_token if old is None else (1 - SMOOTHING) * old + SMOOTHING * per_token
         if len(averages) == len(self.candidates):
-            best = min(self.candidates, key=lambda t: averages[t])
+            best = faster(averages)
             if best != group.best:
                 log.info("torch threads for steps of this size changed", extra={
                     "step_tokens": f"{1 << (key - 1)}-{(1 << key) - 1}", "threads": best,
