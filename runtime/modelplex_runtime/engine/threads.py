@@ -16,7 +16,8 @@ changes. Fewer threads win only when they are faster by ``MARGIN``: steps of one
 they hold (decoding rows, prompt chunks), so two counts measured on different steps differ by a few tens of
 percent on a quiet machine where they are equal, and every core is the better default there (served tiny
 model at concurrency 16, quiet machine, three runs each against the offline limit: 70% (57-77%) on the bare
-comparison, 78% (68-90%) on two fixed threads); a machine whose other work holds a core makes one thread
+comparison, 78% (68-90%) on two fixed threads; in a later series 67% (65-70%, 1384-1454 tokens/s) bare and
+72% (59-86%, 1510-1831 tokens/s) with the margin); a machine whose other work holds a core makes one thread
 faster by several times, far beyond the margin.
 """
 
