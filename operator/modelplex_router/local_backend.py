@@ -22,6 +22,7 @@ GPU assignment (a spare's flags and environment are fixed when it starts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -198,7 +199,9 @@ class LocalProcessBackend:
                 what=engine.title,
             )
             if cpus:
-                pin_process(process.pid, cpus)
+                # Gone already: its exit is reported like any other, with what it wrote.
+                with contextlib.suppress(ProcessLookupError):
+                    pin_process(process.pid, cpus)
             rt = track(process, f"http://{self._host}:{port}", api_id, self._exited, engine)
             log.info(
                 "started runtime for %s on port %d (pid %d, engine %s)",
