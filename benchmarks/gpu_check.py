@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_check                 # a few minutes on one GPU; writes gpu_check.json
     python -m benchmarks.gpu_check --out DIR       # where the JSON goes (default: $OUT or the current folder)
+    python -m benchmarks.gpu_check --device cpu --smoke   # the script itself on a tiny model, no GPU (the test suite)
     MODELPLEX_BENCH_VLLM_PYTHON=/path/to/python    # a Python with vLLM's CUDA build: adds vLLM to the comparison
 
 Self-contained: the models are random Llamas written here (no download), the runtime is this checkout's.
@@ -15,6 +16,10 @@ It checks, in the benchmark process:
 then serves the hidden-1024 and hidden-2048 models (bf16) with the modelplex runtime (and vLLM when
 given) at concurrency 1, 16, 32 and 64 over the same client as the CPU benchmark, beside offline
 batched ``model.generate``.
+
+``--device cpu --smoke`` runs the same code on one tiny model in f32, so that the script is known to work
+before a GPU machine's minutes are spent on it; the checks that need CUDA (device-to-host traffic, the
+out-of-memory one) are reported as not run.
 """
 
 from __future__ import annotations
@@ -27,23 +32,41 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import runtime_throughput as rt
 from benchmarks import served_peers as sp
 
-SHAPES = (("hidden 1024", 1024, 8, 16), ("hidden 2048", 2048, 16, 32))
-CONCURRENCY = (1, 16, 32, 64)
+CUDA_ONLY = "not run: needs a CUDA device"
 
 
-def _engine(model_dir: Path, **options: Any) -> Any:
+@dataclass(frozen=True)
+class Plan:
+    device: str
+    dtype: str
+    shapes: tuple[tuple[str, int, int, int], ...]  # (name, hidden, layers, heads); the first one is checked
+    concurrency: tuple[int, ...]
+    prompt_words: int
+    max_tokens: int
+    kv_cache_gib: int
+
+
+def plan(device: str, smoke: bool) -> Plan:
+    if smoke:
+        return Plan(device, "bf16" if device == "cuda" else "f32", (("tiny", 64, 2, 4),), (1, 4), 8, 8, 1)
+    return Plan(device, "bf16" if device == "cuda" else "f32",
+                (("hidden 1024", 1024, 8, 16), ("hidden 2048", 2048, 16, 32)), (1, 16, 32, 64), 200, 64, 20)
+
+
+def _engine(model_dir: Path, p: Plan, **options: Any) -> Any:
     from modelplex_runtime.engine.loader import load_engine
     from modelplex_runtime.engine_api import EngineOptions
     from modelplex_spec import ModelEntry
 
-    return load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(model_dir), "dtype": "bf16"}}),
-                       EngineOptions(device="cuda", **options))
+    return load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(model_dir), "dtype": p.dtype}}),
+                       EngineOptions(device=p.device, **options))
 
 
 def _generate(engine: Any, prompts: list[list[int]], max_tokens: int) -> list[tuple[str, str | None]]:
@@ -63,39 +86,56 @@ def _generate(engine: Any, prompts: list[list[int]], max_tokens: int) -> list[tu
     return [("".join(e.text for e in evs), evs[-1].error) for evs in out]
 
 
-def check_engine(model_dir: Path) -> dict[str, Any]:
+def _device_to_host(engine: Any, prompts: list[list[int]]) -> dict[str, Any]:
+    """Device-to-host traffic of decode steps: only the sampled ids should come back."""
+    import torch
+
+    _generate(engine, prompts, 4)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        _generate(engine, prompts, 16)
+    dtoh = [e for e in prof.events() if "Memcpy DtoH" in e.name]
+    return {"device_to_host_copies": len(dtoh), "device_to_host_bytes_per_copy_max": max(
+        (int(e.kwinputs.get("bytes", 0)) if getattr(e, "kwinputs", None) else 0 for e in dtoh), default=0)}
+
+
+def check_engine(model_dir: Path, p: Plan) -> dict[str, Any]:
     import torch
 
     from modelplex_runtime.engine.packed_setup import kv_shape
 
     checks: dict[str, Any] = {}
-    engine = _engine(model_dir)
+    engine = _engine(model_dir, p)
     try:
         checks["batch_path"] = engine.info.extra.get("batch_path")
         prompts = [engine.tokenize_text(t) for t in rt.make_prompts(rt.Config(0, 0, 4, 40, 0, (), 1))]
-        solo = [_generate(engine, [p], 32)[0] for p in prompts]
+        solo = [_generate(engine, [ids], 32)[0] for ids in prompts]
         checks["batched_equals_solo"] = _generate(engine, prompts, 32) == solo
-        # device-to-host traffic of decode steps: only the sampled ids should come back
-        _generate(engine, prompts, 4)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
-            _generate(engine, prompts, 16)
-        dtoh = [e for e in prof.events() if "Memcpy DtoH" in e.name]
-        checks["device_to_host_copies"] = len(dtoh)
-        checks["device_to_host_bytes_per_copy_max"] = max(
-            (int(e.kwinputs.get("bytes", 0)) if getattr(e, "kwinputs", None) else 0 for e in dtoh), default=0)
+        checks.update(_device_to_host(engine, prompts) if p.device == "cuda" else {"device_to_host_copies": CUDA_ONLY})
     finally:
         engine.shutdown()
     # a KV budget too small for all four at once: preemption, the same text
-    per_token = kv_shape(engine.model, torch.device("cuda")).bytes_per_token
-    small = _engine(model_dir, kv_cache_bytes=2 * (max(map(len, prompts)) + 32) * per_token)
+    per_token = kv_shape(engine.model, torch.device(p.device)).bytes_per_token
+    small = _engine(model_dir, p, kv_cache_bytes=2 * (max(map(len, prompts)) + 32) * per_token)
     try:
         checks["small_kv_budget_equals_solo"] = _generate(small, prompts, 32) == solo
         checks["preemptions"] = small.batch_stats().preemptions
+        checks["small_kv_budget_preempted"] = checks["preemptions"] > 0
     finally:
         small.shutdown()
-    # out of memory in one step: little headroom, then a long prompt joins a running batch
-    tight = _engine(model_dir, max_step_tokens=8192)
+    if p.device == "cuda":
+        checks.update(_out_of_memory(model_dir, p, prompts))
+    else:
+        checks["oom_fails_the_long_one"] = CUDA_ONLY
+    return checks
+
+
+def _out_of_memory(model_dir: Path, p: Plan, prompts: list[list[int]]) -> dict[str, Any]:
+    """Out of memory in one step: little headroom, then a long prompt joins a running batch."""
+    import torch
+
+    checks: dict[str, Any] = {}
+    tight = _engine(model_dir, p, max_step_tokens=8192)
     try:
         torch.cuda.empty_cache()
         _, total = torch.cuda.mem_get_info()
@@ -115,20 +155,22 @@ def check_engine(model_dir: Path) -> dict[str, Any]:
     return checks
 
 
-def serve(model_dir: Path, servers: list[str]) -> dict[str, Any]:
-    prompts = rt.make_prompts(rt.Config(0, 0, 2 * max(CONCURRENCY), 200, 64, CONCURRENCY, 1))
-    setup = sp.ModelSetup(model_dir, "bf16", 20, max(CONCURRENCY))
+def serve(model_dir: Path, p: Plan, servers: list[str]) -> dict[str, Any]:
+    most = max(p.concurrency)
+    prompts = rt.make_prompts(rt.Config(0, 0, 2 * most, p.prompt_words, p.max_tokens, p.concurrency, 1))
+    setup = sp.ModelSetup(model_dir, p.dtype, p.kv_cache_gib, most)
     out: dict[str, Any] = {}
     for server in servers:
         if server == sp.MODELPLEX:
-            proc, extra = sp.start(server, setup, ("--device", "cuda"))
+            proc, extra = sp.start(server, setup, ("--device", p.device))
         else:
             proc, extra = sp.start(server, setup)
         try:
-            out[server] = {c: asyncio.run(rt.served_run(proc.url, prompts[: 2 * c], c, 64, extra)) for c in CONCURRENCY}
+            out[server] = {c: asyncio.run(rt.served_run(proc.url, prompts[: 2 * c], c, p.max_tokens, extra))
+                           for c in p.concurrency}
         finally:
             proc.stop()
-    offline = rt.Offline(model_dir, prompts[:16], 64, device="cuda", dtype="bf16")
+    offline = rt.Offline(model_dir, prompts[:16], p.max_tokens, device=p.device, dtype=p.dtype)
     out["offline batched generate (16 prompts)"] = offline.batched(offline.default_threads)
     return out
 
@@ -136,24 +178,29 @@ def serve(model_dir: Path, servers: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: try the script itself without a GPU (with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="one tiny model, concurrency 1 and 4")
     args = parser.parse_args(argv)
     import torch
 
     from modelplex_runtime.engine.tiny import make_tiny_llama
 
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device: run this on a GPU machine")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run this on a GPU machine (or --device cpu --smoke to try the script)")
+    p = plan(args.device, args.smoke)
     servers = [sp.MODELPLEX] + ([sp.VLLM] if os.environ.get("MODELPLEX_BENCH_VLLM_PYTHON") else [])
-    report: dict[str, Any] = {"device": torch.cuda.get_device_name(), "servers": servers}
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    report: dict[str, Any] = {"device": name, "plan": p.__dict__, "servers": servers}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, hidden, layers, heads in SHAPES:
-            model_dir = make_tiny_llama(Path(tmp) / name.replace(" ", "-"), hidden_size=hidden, num_layers=layers,
+        for shape, hidden, layers, heads in p.shapes:
+            model_dir = make_tiny_llama(Path(tmp) / shape.replace(" ", "-"), hidden_size=hidden, num_layers=layers,
                                         num_heads=heads, max_position_embeddings=16384)
-            if hidden == 1024:
-                report["checks"] = check_engine(model_dir)
+            if "checks" not in report:
+                report["checks"] = check_engine(model_dir, p)
                 print(json.dumps(report["checks"]), flush=True)
-            report[name] = serve(model_dir, servers)
-            print(json.dumps({name: report[name]}, default=str), flush=True)
+            report[shape] = serve(model_dir, p, servers)
+            print(json.dumps({shape: report[shape]}, default=str), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     failed = [k for k, v in report["checks"].items() if v is False]

@@ -34,7 +34,7 @@ def _measure(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     requests = {c: max(4, c) for c in conc}
     prompts = rt.make_prompts(rt.Config(args.hidden, args.layers, args.rounds * sum(requests.values()) * 2 + 1,
                                         args.prompt_words, args.max_tokens, conc, args.rounds))
-    setup = sp.ModelSetup(model_dir, "f32", args.kv_cache_gib, max(conc))
+    setup = sp.ModelSetup(model_dir, args.dtype, args.kv_cache_gib, max(conc))
     servers: dict[str, tuple[Any, Any]] = {}
     runs: dict[str, dict[int, list[dict[str, float]]]] = {s: {c: [] for c in conc} for s in (MODELPLEX, VLLM)}
     idle: dict[str, list[float]] = {MODELPLEX: [], VLLM: []}
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompt-words", type=int, default=200)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--kv-cache-gib", type=int, default=2)
+    p.add_argument("--dtype", choices=("f32", "bf16"), default="f32", help="the weights' dtype, both servers")
     p.add_argument("--json", type=Path, help="write every run here")
     p.add_argument("--alone", action="store_true", help="one server up at a time, started for each of its runs "
                    "(for shapes whose two servers do not fit in memory together; the start is not measured)")

@@ -82,7 +82,7 @@ class EngineOptions:
     kv_cache_bytes: int | None = None  # the KV cache's bound; None: a share of the device's memory
     max_step_tokens: int = 512  # most tokens in one batch step (decode tokens plus prompt chunks)
     batch_path: str = "auto"  # "auto": packed where the model allows it; "padded": always padded
-    cpu_linear: str = "onednn"  # "onednn": f32 linears on CPU also hold a oneDNN weight (cpu_linear.py); "torch"
+    cpu_linear: str = "onednn"  # "onednn": f32 and bf16 linears on CPU also hold a oneDNN weight (cpu_linear.py); "torch"
     on_step: Callable[[int], None] | None = None  # called with the number of sequences in each batch step
     stall_seconds: float = 120.0  # an engine thread busy this long without progress is reported unhealthy
 

@@ -50,8 +50,9 @@ class RuntimeSettings(BaseSettings):
     )
     cpu_linear: Literal["onednn", "torch"] = Field(
         default="onednn",
-        description="Linear layers of an f32 text model on CPU: onednn also keeps each weight reordered for oneDNN "
-        "and uses it for steps of 2 tokens or more (faster batches, a second copy of those weights in memory); "
+        description="Linear layers of an f32 or bf16 text model on CPU: onednn also keeps each weight reordered for "
+        "oneDNN and uses it for steps of 2 tokens or more in f32, every step in bf16 where the CPU runs it natively "
+        "(faster batches, a second copy of those weights in memory); "
         "torch: torch's own (MKL) kernels only.",
     )
     stream_interval_ms: float = Field(

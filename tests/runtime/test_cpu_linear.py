@@ -26,6 +26,24 @@ def test_onednn_linears_give_the_same_logits(tiny_llama_dir: Path) -> None:
     assert set(model.state_dict()) == set(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).state_dict())
 
 
+def test_bf16_linears_run_on_onednn_where_the_cpu_runs_bf16(tiny_llama_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16).eval()
+    many, one = torch.tensor([[1, 5, 9, 13, 17, 21]]), torch.tensor([[7]])
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    with torch.inference_mode():
+        before = model(input_ids=many).logits, model(input_ids=one).logits
+        replaced = cpu_linear.use_onednn_linears(model)
+        after = model(input_ids=many).logits, model(input_ids=one).logits
+    if torch.bfloat16 not in cpu_linear.reorderable_dtypes():  # this CPU's oneDNN has no native bf16
+        assert replaced == 0
+        return
+    assert replaced == linears
+    layer = next(m for m in model.modules() if isinstance(m, cpu_linear.OneDNNLinear))
+    assert layer.min_rows == 1 and layer.packed.dtype == torch.bfloat16
+    for b, a in zip(before, after, strict=True):
+        assert torch.allclose(b.float(), a.float(), atol=2e-2, rtol=2e-2)
+
+
 def test_a_tied_lm_head_keeps_the_embedding_weight(tiny_llama_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     model.lm_head.weight = model.get_input_embeddings().weight  # tie them
