@@ -33,14 +33,15 @@ def _category(op: str) -> str:
     return "elementwise, norms, other ops"
 
 
-def profile_path(model_dir: Path, batch_path: str, prompts: list[str], max_tokens: int) -> dict[str, Any]:
+def profile_path(model_dir: Path, batch_path: str, prompts: list[str], max_tokens: int,
+                 dtype: str = "auto") -> dict[str, Any]:
     import torch
 
     from modelplex_runtime.engine.loader import load_engine
     from modelplex_runtime.engine_api import EngineOptions, SamplingParams, TokenEvent
     from modelplex_spec import ModelEntry
 
-    engine: Any = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(model_dir)}}),
+    engine: Any = load_engine(ModelEntry.model_validate({"Plain": {"model_id": str(model_dir), "dtype": dtype}}),
                               EngineOptions(device="cpu", max_batch_size=len(prompts), batch_path=batch_path))
     core = engine._batcher.core
     steps: list[tuple[bool, float, int]] = []  # (read prompt tokens, seconds, sequences)
