@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import resource
 import statistics
 import tempfile
 import threading
@@ -27,8 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks import runtime_throughput as rt
 from benchmarks import served_peers as sp
+from benchmarks.processes import Proc
 
 
 def closed_loop(engine: Any, prompts: list[list[int]], concurrency: int, max_tokens: int) -> float:
@@ -54,26 +55,22 @@ def closed_loop(engine: Any, prompts: list[list[int]], concurrency: int, max_tok
     return len(prompts) * max_tokens / (time.perf_counter() - started)
 
 
-def _thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of process ``pid`` (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
+def _thread_cpu(proc: psutil.Process) -> dict[int, float]:
+    """CPU seconds of each of ``proc``'s threads."""
+    return {t.id: t.user_time + t.system_time for t in proc.threads()}
 
 
-def served(url: str, pid: int, prompts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
+def served(server: Proc, prompts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
     """One served run, with the CPU seconds per second of wall time of the client and the runtime's threads."""
-    me0, th0, t0 = resource.getrusage(resource.RUSAGE_SELF), _thread_cpu(pid), time.perf_counter()
-    out = asyncio.run(rt.served_run(url, prompts, concurrency, max_tokens))
-    me1, th1, wall = resource.getrusage(resource.RUSAGE_SELF), _thread_cpu(pid), time.perf_counter() - t0
+    client = psutil.Process()
+    me0, th0, t0 = client.cpu_times(), _thread_cpu(server.ps), time.perf_counter()
+    out = asyncio.run(rt.served_run(server.url, prompts, concurrency, max_tokens))
+    me1, th1, wall = client.cpu_times(), _thread_cpu(server.ps), time.perf_counter() - t0
     used = {tid: s - th0.get(tid, 0.0) for tid, s in th1.items()}
-    out["client_cpu"] = (me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime) / wall
-    out["event_loop_cpu"] = used.get(pid, 0.0) / wall
-    out["other_threads_cpu"] = sum(s for tid, s in used.items() if tid != pid) / wall
+    main = server.ps.pid  # the main thread's id is the process id: the runtime's event loop
+    out["client_cpu"] = (me1.user + me1.system - me0.user - me0.system) / wall
+    out["event_loop_cpu"] = used.get(main, 0.0) / wall
+    out["other_threads_cpu"] = sum(s for tid, s in used.items() if tid != main) / wall
     return out
 
 
@@ -100,7 +97,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             for _ in range(args.rounds):
                 before = offline.batched(offline.default_threads)
                 in_process = closed_loop(engine, ids, args.concurrency, args.max_tokens)
-                serve = served(server.url, server.popen.pid, prompts, args.concurrency, args.max_tokens)
+                serve = served(server, prompts, args.concurrency, args.max_tokens)
                 after = offline.batched(offline.default_threads)
                 rounds.append({"offline": (before + after) / 2, "engine": in_process, **serve})
         finally:

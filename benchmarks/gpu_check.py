@@ -54,10 +54,10 @@ class Plan:
 
 
 def plan(device: str, smoke: bool) -> Plan:
+    dtype = "bf16" if device == "cuda" else "f32"
     if smoke:
-        return Plan(device, "bf16" if device == "cuda" else "f32", (("tiny", 64, 2, 4),), (1, 4), 8, 8, 1)
-    return Plan(device, "bf16" if device == "cuda" else "f32",
-                (("hidden 1024", 1024, 8, 16), ("hidden 2048", 2048, 16, 32)), (1, 16, 32, 64), 200, 64, 20)
+        return Plan(device, dtype, (("tiny", 64, 2, 4),), (1, 4), 8, 8, 1)
+    return Plan(device, dtype, (("hidden 1024", 1024, 8, 16), ("hidden 2048", 2048, 16, 32)), (1, 16, 32, 64), 200, 64, 20)
 
 
 def _engine(model_dir: Path, p: Plan, **options: Any) -> Any:

@@ -57,7 +57,7 @@ class OneDNNLinear(torch.nn.Linear):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() < self.min_rows * self.in_features or torch.is_grad_enabled() or x.dtype != self.packed.dtype:
+        if x.numel() < self.min_rows * self.in_features or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
