@@ -62,13 +62,14 @@ def _thread_cpu(proc: psutil.Process) -> dict[int, float]:
 
 def served(server: Proc, prompts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
     """One served run, with the CPU seconds per second of wall time of the client and the runtime's threads."""
-    client = psutil.Process()
-    me0, th0, t0 = client.cpu_times(), _thread_cpu(server.ps), time.perf_counter()
+    # The client's own CPU time comes from the kernel's per-process clock (nanoseconds); the runtime's threads
+    # are read from /proc in clock ticks, so a short run can read 0 for a thread that barely ran.
+    me0, th0, t0 = time.process_time(), _thread_cpu(server.ps), time.perf_counter()
     out = asyncio.run(rt.served_run(server.url, prompts, concurrency, max_tokens))
-    me1, th1, wall = client.cpu_times(), _thread_cpu(server.ps), time.perf_counter() - t0
-    used = {tid: s - th0.get(tid, 0.0) for tid, s in th1.items()}
+    me1, th1, wall = time.process_time(), _thread_cpu(server.ps), time.perf_counter() - t0
+    used = {tid: max(0.0, s - th0.get(tid, 0.0)) for tid, s in th1.items()}
     main = server.ps.pid  # the main thread's id is the process id: the runtime's event loop
-    out["client_cpu"] = (me1.user + me1.system - me0.user - me0.system) / wall
+    out["client_cpu"] = max(0.0, me1 - me0) / wall
     out["event_loop_cpu"] = used.get(main, 0.0) / wall
     out["other_threads_cpu"] = sum(s for tid, s in used.items() if tid != main) / wall
     return out

@@ -1,6 +1,7 @@
 """`python -m benchmarks.engine_vs_offline` keeps working: a row per requested round, each with the engine's
 in-process and the served figures beside the offline one and the CPU split of the served run. No figure is
-asserted beyond being positive (timings stay out of the test suite)."""
+asserted beyond being positive or, for a CPU share read in clock ticks, not negative (timings stay out of the
+test suite)."""
 
 from __future__ import annotations
 
@@ -25,5 +26,8 @@ def test_a_tiny_run_measures_every_part() -> None:
         assert offline > 0 and engine > 0 and served > 0
         assert cells[4].endswith("%") and cells[5].endswith("%")
         cpu = [float(x) for x in cells[6].split(",")]
-        assert len(cpu) == 3 and all(x > 0 for x in cpu)
+        # CPU seconds per second of the client, the runtime's event loop and its other threads. Each is read at
+        # clock-tick resolution, so one can round to zero on a run this short; the runtime as a whole did work.
+        assert len(cpu) == 3 and all(x >= 0 for x in cpu)
+        assert cpu[1] + cpu[2] > 0
     assert "medians: engine" in done.stdout
